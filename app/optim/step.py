@@ -1,0 +1,113 @@
+"""One step around the update, in DESIGN's order: non-finite check, global-norm
+clipping, learning-rate schedule, then the optimizer's update."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.optim.base import CHUNK
+from app.optim.config import ResolvedConfig
+from app.optim.state import Layout, OptimState, apply_update
+from app.problems import InvalidTensor
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    step: int  # steps applied to the session after this one
+    lr: float  # the session's lr for this step (schedule and scale applied)
+    grad_norm: float  # global L2 norm of the gradient before clipping
+    updated: tuple[str, ...]  # names of the stepped tensors
+
+
+def assemble_grads(
+    layout: Layout, grads: Mapping[str, np.ndarray], dtype: np.dtype[Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Copy named gradients into one flat buffer of the state dtype.
+
+    Returns the buffer (only stepped ranges are written) and the sorted indices of the
+    stepped tensors. Unknown names and shape mismatches are `invalid-tensor`.
+    """
+    if not grads:
+        raise InvalidTensor("grads: at least one gradient is needed")
+    flat = np.empty(layout.total, dtype=dtype)
+    stepped = np.empty(len(grads), dtype=np.int64)
+    for j, (name, g) in enumerate(grads.items()):
+        i = layout.index.get(name)
+        if i is None:
+            raise InvalidTensor(
+                f"grads: unknown parameter {name!r}; the session has "
+                f"{len(layout.specs)} parameters (GET the session to list them)",
+                errors=[{"loc": f"grads.{name}", "msg": "unknown parameter"}],
+            )
+        spec = layout.specs[i]
+        if tuple(g.shape) != spec.shape and not (g.ndim == 1 and g.size == spec.size):
+            raise InvalidTensor(
+                f"grads: {name!r} has shape {list(g.shape)}, the parameter has {list(spec.shape)}",
+                errors=[{"loc": f"grads.{name}", "msg": "shape mismatch"}],
+            )
+        with np.errstate(over="ignore"):
+            flat[spec.offset : spec.offset + spec.size] = g.reshape(-1)
+        stepped[j] = i
+    stepped.sort()
+    return flat, stepped
+
+
+def _ranges(layout: Layout, stepped: np.ndarray) -> list[tuple[int, int]]:
+    if stepped.size == len(layout.specs):
+        return [(0, layout.total)]
+    return [(int(layout.offsets[i]), int(layout.offsets[i + 1])) for i in stepped]
+
+
+def global_norm(flat: np.ndarray, ranges: list[tuple[int, int]]) -> float:
+    """L2 norm accumulated in float64 chunk by chunk (exact enough for float32 grads)."""
+    total = 0.0
+    for lo, hi in ranges:
+        for a in range(lo, hi, CHUNK):
+            c = flat[a : min(a + CHUNK, hi)]
+            total += float(np.dot(c, c))
+    return math.sqrt(total)
+
+
+def run_step(
+    cfg: ResolvedConfig,
+    state: OptimState,
+    grad: np.ndarray,
+    stepped: np.ndarray,
+    session_step: int,
+    lr_scale: float = 1.0,
+) -> StepInfo:
+    """Apply one step in place. Validation happens before any state is touched, so a
+    refused step leaves `state` exactly as it was."""
+    ranges = _ranges(state.layout, stepped)
+    if cfg.config.check_finite:
+        for lo, hi in ranges:
+            if not np.isfinite(grad[lo:hi]).all():
+                bad = next(
+                    s.name
+                    for s in state.layout.specs
+                    if not np.isfinite(grad[s.offset : s.offset + s.size]).all()
+                    and state.layout.index[s.name] in set(stepped.tolist())
+                )
+                raise InvalidTensor(
+                    f"grads: {bad!r} contains NaN or Inf; nothing was applied "
+                    "(check the loss, or lower the learning rate)",
+                    errors=[{"loc": f"grads.{bad}", "msg": "non-finite value"}],
+                )
+    with np.errstate(over="ignore", invalid="ignore"):
+        norm = global_norm(grad, ranges)
+    max_norm = cfg.config.max_grad_norm
+    if max_norm is not None and math.isfinite(norm):
+        coef = max_norm / (norm + 1e-6)  # torch.nn.utils.clip_grad_norm_
+        if coef < 1.0:
+            for lo, hi in ranges:
+                grad[lo:hi] *= coef
+    factor = cfg.lr_factor(session_step) * lr_scale
+    lrs = [hp.lr * factor for hp in cfg.group_hps]
+    apply_update(cfg.optimizer, cfg.group_hps, state, grad, stepped, lrs)
+    names = tuple(state.layout.specs[i].name for i in stepped)
+    return StepInfo(session_step + 1, cfg.group_hps[0].lr * factor, norm, names)

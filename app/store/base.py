@@ -1,0 +1,94 @@
+"""The SessionStore protocol: what the engine needs from a place that keeps sessions.
+
+A session in a store is three things:
+- `version`: an int that grows by one per commit (the ETag); 0 at create.
+- `meta`: an opaque JSON document (bytes) owned by the engine (config, layout,
+  per-tensor step counts, last loss, ...). The store never parses it.
+- `slots`: named flat 1-D numpy arrays ("param", "exp_avg", ...). The store keeps
+  their dtype and length and returns arrays of the same dtype.
+
+Ownership rules (they make a failed commit harmless):
+- arrays returned by `load` belong to the caller, who may mutate them in place;
+- arrays passed to `create`/`commit` belong to the store afterwards; the caller
+  must not mutate them again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass
+class StoredSession:
+    version: int
+    meta: bytes
+    slots: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class IdempotencyRecord:
+    """What a POST with an Idempotency-Key left behind (stored with its commit)."""
+
+    key: str
+    fingerprint: str  # hash of method, path and body: same key + other body -> 422
+    response: bytes  # engine-defined encoding of the response to replay
+
+
+@dataclass
+class SessionSummary:
+    id: str
+    version: int
+    meta: bytes
+
+
+class SessionStore(Protocol):
+    """Implemented by `memory.MemoryStore` and `redis.RedisStore`; both pass the same tests."""
+
+    kind: str  # "memory" or "redis"
+
+    async def ping(self) -> None:
+        """Raise `StoreUnavailable` when the store cannot be reached."""
+
+    async def close(self) -> None: ...
+
+    async def create(
+        self,
+        sid: str,
+        meta: bytes,
+        slots: Mapping[str, np.ndarray],
+        labels: Mapping[str, str],
+        ttl_s: int | None = None,
+    ) -> None:
+        """Store a new session at version 0; `Conflict` if `sid` exists."""
+
+    async def load(self, sid: str, slots: Sequence[str] | None = None) -> StoredSession:
+        """Version, meta and the named slots (None: all of them); `NotFound` if absent."""
+
+    async def commit(
+        self,
+        sid: str,
+        expected_version: int,
+        meta: bytes,
+        slots: Mapping[str, np.ndarray],
+        idempotency: IdempotencyRecord | None = None,
+        ttl_s: int | None = None,
+    ) -> int:
+        """Atomically: if version == expected_version, replace meta and the given slots
+        (others untouched; a slot may be new), store `idempotency`, bump the version and
+        return it. `Conflict` (with `current_version`) if the version moved on,
+        `NotFound` if the session is gone. Never half-applied."""
+
+    async def delete(self, sid: str) -> bool:
+        """Remove every key of the session; False if it did not exist."""
+
+    async def list(
+        self, cursor: str | None, limit: int, labels: Mapping[str, str] | None = None
+    ) -> tuple[list[SessionSummary], str | None]:
+        """A page of sessions (stable order by id) whose labels include `labels`,
+        and the cursor of the next page (None at the end)."""
+
+    async def get_idempotency(self, sid: str, key: str) -> IdempotencyRecord | None: ...
