@@ -1,0 +1,82 @@
+"""Every error leaves as RFC 9457 application/problem+json, from this one place."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from app.problems import Problem
+
+log = logging.getLogger("optd")
+
+PROBLEM_JSON = "application/problem+json"
+
+_HTTP_SLUGS = {
+    400: ("invalid-body", "Bad request"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    406: ("not-acceptable", "No acceptable representation"),
+    413: ("too-large", "Request too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+    422: ("invalid-body", "Invalid request"),
+}
+
+
+def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body), status_code=body["status"], media_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> Response:
+        return problem_response(exc.to_dict(), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in exc.errors()
+        ]
+        detail = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors)
+        return problem_response(
+            {
+                "type": "urn:optd:problem:invalid-body",
+                "title": "Invalid request",
+                "status": 400,
+                "detail": detail,
+                "errors": errors,
+            }
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        slug, title = _HTTP_SLUGS.get(exc.status_code, ("error", "Error"))
+        return problem_response(
+            {
+                "type": f"urn:optd:problem:{slug}",
+                "title": title,
+                "status": exc.status_code,
+                "detail": str(exc.detail),
+            },
+            dict(exc.headers or {}),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(
+            {
+                "type": "urn:optd:problem:internal",
+                "title": "Internal error",
+                "status": 500,
+                "detail": "an unexpected error occurred; the session state was not changed. "
+                "Please report it with the server log.",
+            }
+        )

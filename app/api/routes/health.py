@@ -1,0 +1,28 @@
+"""Liveness, readiness (the store answers) and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.responses import Response
+
+from app.api.deps import EngineDep
+from app.api.transport import json_response
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> Response:
+    return json_response({"status": "ok"})
+
+
+@router.get("/readyz")
+async def readyz(engine: EngineDep) -> Response:
+    await engine.store.ping()  # StoreUnavailable -> 503 problem with Retry-After
+    return json_response({"status": "ready", "store": engine.store.kind})
+
+
+@router.get("/metrics")
+async def metrics(request: Request, engine: EngineDep) -> Response:
+    return Response(engine.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,106 @@
+"""Sessions: create, list, describe, patch, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from app import sessions
+from app.api.deps import EngineDep, IfMatch, SettingsDep
+from app.api.transport import (
+    decode_json_tensors,
+    decode_safetensors,
+    etag,
+    json_response,
+    parse_json_object,
+    read_body,
+    request_format,
+)
+from app.problems import InvalidBody, InvalidConfig, NotFound
+from app.session import SessionMeta
+
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+
+CREATE_DOC = {
+    "requestBody": {
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "application/x-safetensors": {"schema": {"type": "string", "format": "binary"}},
+        },
+        "description": "JSON config with inline `params`, or a safetensors file of the "
+        'params whose `__metadata__["config"]` holds the JSON config.',
+    }
+}
+
+
+@router.post("", status_code=201, openapi_extra=CREATE_DOC)
+async def create_session(request: Request, engine: EngineDep, settings: SettingsDep) -> Response:
+    body = await read_body(request, settings)
+    if request_format(request) == "json":
+        obj = parse_json_object(body, "session")
+        params = decode_json_tensors(obj.get("params"), "params", settings)
+        config: dict[str, Any] = obj
+    else:
+        params, metadata = decode_safetensors(body, settings)
+        try:
+            config = orjson.loads(metadata.get("config", "{}"))
+        except orjson.JSONDecodeError:
+            raise InvalidBody('__metadata__["config"] must be a JSON object string') from None
+        if not isinstance(config, dict):
+            raise InvalidConfig('__metadata__["config"] must be a JSON object')
+    sid, version, meta = await sessions.create(engine, config, params)
+    return json_response(
+        sessions.describe(sid, version, meta),
+        status=201,
+        headers={"Location": f"/v1/sessions/{sid}", "ETag": etag(version)},
+    )
+
+
+@router.get("")
+async def list_sessions(
+    engine: EngineDep,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    label: Annotated[list[str] | None, Query(description="key=value, repeatable")] = None,
+) -> Response:
+    labels: dict[str, str] = {}
+    for item in label or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidBody(f"label filter must look like key=value, got {item!r}")
+        labels[key] = value
+    items, next_cursor = await engine.store.list(cursor, limit, labels or None)
+    out = []
+    for item in items:
+        meta = SessionMeta.from_bytes(item.meta)
+        out.append(sessions.describe(item.id, item.version, meta) | {"params": None})
+    return json_response({"sessions": out, "next_cursor": next_cursor})
+
+
+@router.get("/{sid}")
+async def get_session(sid: str, engine: EngineDep) -> Response:
+    stored, meta = await engine.load(sid, [])
+    return json_response(sessions.describe(sid, stored.version, meta), headers={"ETag": etag(stored.version)})
+
+
+@router.patch("/{sid}", openapi_extra={"requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}}})
+async def patch_session(
+    sid: str, request: Request, engine: EngineDep, settings: SettingsDep, if_match: IfMatch
+) -> Response:
+    body = await read_body(request, settings)
+    if request_format(request) != "json":
+        raise InvalidBody("PATCH takes a JSON object")
+    obj = parse_json_object(body, "patch")
+    version, meta = await sessions.patch(engine, sid, obj, if_match)
+    return json_response(sessions.describe(sid, version, meta), headers={"ETag": etag(version)})
+
+
+@router.delete("/{sid}", status_code=204)
+async def delete_session(sid: str, engine: EngineDep) -> Response:
+    if not await engine.store.delete(sid):
+        raise NotFound(f"session {sid!r} does not exist")
+    engine.metrics.sessions_deleted.inc()
+    return Response(status_code=204)

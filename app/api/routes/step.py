@@ -1,0 +1,133 @@
+"""POST /v1/sessions/{id}/step: gradients in, new parameters out."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from app.api.deps import EngineDep, IfMatch, SettingsDep
+from app.api.transport import (
+    decode_json_tensors,
+    decode_safetensors,
+    etag,
+    parse_json_object,
+    read_body,
+    request_format,
+    response_format,
+    tensor_response,
+)
+from app.engine import StepRequest
+from app.problems import InvalidBody
+
+router = APIRouter(prefix="/v1/sessions", tags=["step"])
+
+STEP_DOC = {
+    "requestBody": {
+        "content": {
+            "application/json": {"schema": {"type": "object", "required": ["grads"]}},
+            "application/x-safetensors": {"schema": {"type": "string", "format": "binary"}},
+        },
+        "description": '`{"grads": {name: tensor}, "base_version", "worker", "loss"}`, or a '
+        "safetensors file of gradients with options in Optd-* headers or __metadata__.",
+    }
+}
+
+
+def _int(value: Any, what: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidBody(f"{what} must be a non-negative integer version, got {value!r}")
+    return value
+
+
+def _loss(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        loss = float(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+    except ValueError:
+        loss = None
+    if loss is None or not math.isfinite(loss):
+        raise InvalidBody(f"loss must be a finite number, got {value!r}")
+    return loss
+
+
+def _worker(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 256:
+        raise InvalidBody("worker must be a string of at most 256 characters")
+    return value
+
+
+def parse_step(request: Request, body: bytes, settings: Any) -> StepRequest:
+    if request_format(request) == "json":
+        obj = parse_json_object(body, "step")
+        unknown = set(obj) - {"grads", "base_version", "worker", "loss"}
+        if unknown:
+            raise InvalidBody(f"unknown field(s) in step body: {', '.join(sorted(unknown))}")
+        grads = decode_json_tensors(obj.get("grads"), "grads", settings)
+        opts: dict[str, Any] = obj
+    else:
+        grads, metadata = decode_safetensors(body, settings)
+        h = request.headers
+        opts = {
+            "base_version": h.get("optd-base-version", metadata.get("base_version")),
+            "worker": h.get("optd-worker", metadata.get("worker")),
+            "loss": h.get("optd-loss", metadata.get("loss")),
+        }
+    return StepRequest(
+        grads=grads,
+        base_version=_int(opts.get("base_version"), "base_version"),
+        worker=_worker(opts.get("worker")),
+        loss=_loss(opts.get("loss")),
+    )
+
+
+@router.post("/{sid}/step", openapi_extra=STEP_DOC)
+async def step(
+    sid: str,
+    request: Request,
+    engine: EngineDep,
+    settings: SettingsDep,
+    if_match: IfMatch,
+) -> Response:
+    t0 = time.perf_counter()
+    ret = request.query_params.get("return", "all")
+    if ret not in ("all", "updated"):
+        raise InvalidBody("?return= takes 'all' or 'updated'")
+    minimal = "return=minimal" in request.headers.get("prefer", "")
+    fmt = None if minimal else response_format(request)  # 406 before any work
+    body = await read_body(request, settings)
+    req = parse_step(request, body, settings)
+    key = request.headers.get("idempotency-key")
+    fingerprint = ""
+    if key is not None:
+        if not 0 < len(key) <= 255:
+            raise InvalidBody("Idempotency-Key must be 1 to 255 characters")
+        h = hashlib.blake2b(digest_size=16)
+        h.update(f"{request.method} {request.url.path} {request.headers.get('content-type')}\n".encode())
+        h.update(body)
+        fingerprint = h.hexdigest()
+    engine.metrics.phase("decode", time.perf_counter() - t0)
+    out = await engine.step(sid, req, if_match=if_match, idempotency_key=key, fingerprint=fingerprint)
+    t1 = time.perf_counter()
+    headers = {"ETag": etag(out.version), "Optd-Version": str(out.version), "Optd-Step": str(out.step)}
+    if out.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    if fmt is None:
+        return Response(status_code=204, headers=headers | {"Preference-Applied": "return=minimal"})
+    params = out.params
+    if ret == "updated":
+        params = {n: params[n] for n in out.updated}
+    response = tensor_response(fmt, out.summary(), params, headers=headers, metrics=engine.metrics)
+    engine.metrics.phase("encode", time.perf_counter() - t1)
+    return response

@@ -1,0 +1,115 @@
+"""Bodies in and out: size limits, JSON or safetensors tensors, negotiated responses.
+
+Tensor data never goes through pydantic: JSON is parsed by orjson and turned into
+numpy arrays in one call per tensor; safetensors is decoded zero-copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+from fastapi import Request
+from starlette.responses import Response
+
+from app.codec import json_tensors, negotiate, safetensors
+from app.core.config import Settings
+from app.metrics import Metrics
+from app.problems import InvalidBody, TooLarge
+
+Format = Literal["json", "safetensors"]
+
+
+async def read_body(request: Request, settings: Settings) -> bytes:
+    """The whole body, refusing with 413 as soon as it is known to exceed the limit."""
+    limit = settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(
+            f"body of {declared} bytes exceeds OPTD_MAX_BODY_MB ({settings.max_body_mb:g} MiB); "
+            "send fewer parameters per request or raise the limit"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"body exceeds OPTD_MAX_BODY_MB ({settings.max_body_mb:g} MiB)")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    metrics: Metrics = request.app.state.metrics
+    metrics.bytes_in.inc(len(body))
+    return body
+
+
+def request_format(request: Request) -> Format:
+    return negotiate.request_format(request.headers.get("content-type"))
+
+
+def response_format(request: Request) -> Format:
+    return negotiate.response_format(request.headers.get("accept"))
+
+
+def parse_json_object(body: bytes, what: str) -> dict[str, Any]:
+    obj = json_tensors.parse_body(body)
+    if not isinstance(obj, dict):
+        raise InvalidBody(f"{what}: the body must be a JSON object")
+    return obj
+
+
+def decode_json_tensors(obj: Any, what: str, settings: Settings) -> dict[str, np.ndarray]:
+    if obj is None:
+        raise InvalidBody(f"{what}: missing; send {{{what!r}: {{name: tensor}}}}")
+    return json_tensors.decode_tensors(
+        obj, what=what, max_tensors=settings.max_tensors, max_name_bytes=settings.max_name_bytes
+    )
+
+
+def decode_safetensors(
+    body: bytes, settings: Settings, allowed: tuple[str, ...] = safetensors.FLOAT_DTYPES
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    return safetensors.decode(
+        body,
+        max_header_bytes=settings.max_header_bytes,
+        max_tensors=settings.max_tensors,
+        max_name_bytes=settings.max_name_bytes,
+        allowed_dtypes=allowed,
+    )
+
+
+def tensor_response(
+    fmt: Format,
+    fields: Mapping[str, Any],
+    tensors: Mapping[str, np.ndarray],
+    *,
+    key: str = "params",
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    metrics: Metrics | None = None,
+) -> Response:
+    """JSON `{...fields, key: {name: tensor}}`, or safetensors with the fields as
+    `__metadata__` strings (JSON-encoded when not already strings)."""
+    if fmt == "json":
+        body = json_tensors.dumps({**fields, key: json_tensors.encode_tensors(tensors)})
+        media = negotiate.JSON
+    else:
+        meta = {k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in fields.items()}
+        body = safetensors.encode(tensors, meta)
+        media = negotiate.SAFETENSORS
+    if metrics is not None:
+        metrics.bytes_out.inc(len(body))
+    out = Response(body, status_code=status, media_type=media, headers=dict(headers or {}))
+    out.headers["Vary"] = "Accept"
+    return out
+
+
+def json_response(obj: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(
+        json_tensors.dumps(obj), status_code=status, media_type=negotiate.JSON, headers=dict(headers or {})
+    )
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'

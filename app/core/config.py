@@ -1,0 +1,32 @@
+"""Settings from the environment (`OPTD_*`), mirrored by `optd serve` flags."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPTD_", extra="ignore")
+
+    redis_url: str | None = Field(None, description="redis://host:port/db; unset = embedded store")
+    redis_cluster: bool = Field(False, description="use redis-py's cluster client")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = Field(1, ge=1)
+    log_level: str = "info"
+    max_body_mb: float = Field(512, gt=0, description="413 above this")
+    max_header_bytes: int = Field(16 * 2**20, gt=0, description="safetensors header limit")
+    max_tensors: int = Field(100_000, gt=0, description="tensors per request / session")
+    max_name_bytes: int = Field(512, gt=0)
+    max_wait_s: float = Field(60.0, ge=0, description="upper bound for ?wait= long-polls")
+    idempotency_ttl_s: int = Field(86_400, gt=0)
+    chunk_mb: int = Field(64, gt=0, lt=512, description="Redis value size per chunk")
+    cache_mb: int = Field(1024, ge=0, description="per-process cache of committed state")
+    offload_elements: int = Field(
+        65_536, ge=0, description="steps on larger sessions run in a thread, off the event loop"
+    )
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 2**20)

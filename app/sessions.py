@@ -1,0 +1,157 @@
+"""Session operations other than the step: create, describe, patch, params, checkpoints."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from app.engine import Engine
+from app.optim import PARAM, Layout, OptimState, parse_config
+from app.optim.base import validation_problem
+from app.problems import Conflict, InvalidConfig, InvalidTensor, PreconditionFailed
+from app.session import SessionMeta, SessionOptions
+from app.store.keys import new_sid
+
+CONFIG_KEYS = ("optimizer", "hyperparams", "dtype", "schedule", "max_grad_norm", "check_finite", "groups")
+OPTION_KEYS = ("mode", "workers", "max_staleness", "staleness_lr", "labels", "ttl_s")
+PATCHABLE = ("hyperparams", "schedule", "max_grad_norm", "check_finite", "max_staleness", "staleness_lr", "labels", "ttl_s")
+
+
+def split_body(body: Mapping[str, Any]) -> tuple[dict[str, Any], SessionOptions]:
+    unknown = set(body) - set(CONFIG_KEYS) - set(OPTION_KEYS) - {"params"}
+    if unknown:
+        names = ", ".join(sorted(unknown))
+        raise InvalidConfig(
+            f"unknown field(s): {names}",
+            errors=[{"loc": k, "msg": "unknown field"} for k in sorted(unknown)],
+        )
+    config = {k: body[k] for k in CONFIG_KEYS if k in body}
+    try:
+        options = SessionOptions.model_validate({k: body[k] for k in OPTION_KEYS if k in body})
+    except ValidationError as exc:
+        raise validation_problem(exc, "") from None
+    return config, options
+
+
+def flatten(layout: Layout, tensors: Mapping[str, np.ndarray], dtype: Any) -> np.ndarray:
+    flat = np.empty(layout.total, dtype=dtype)
+    for spec in layout.specs:
+        arr = tensors[spec.name]
+        if arr.size != spec.size:
+            raise InvalidTensor(f"{spec.name!r}: expected {spec.size} values, got {arr.size}")
+        flat[spec.offset : spec.offset + spec.size] = arr.reshape(-1)
+    return flat
+
+
+def check_values(what: str, tensors: Mapping[str, np.ndarray], dtype: Any) -> None:
+    for name, arr in tensors.items():
+        with np.errstate(over="ignore"):
+            ok = bool(np.isfinite(arr.astype(dtype, copy=False)).all())
+        if not ok:
+            raise InvalidTensor(
+                f"{what}: {name!r} contains NaN or Inf (or overflows {np.dtype(dtype).name})",
+                errors=[{"loc": f"{what}.{name}", "msg": "non-finite value"}],
+            )
+
+
+async def create(
+    engine: Engine, body: Mapping[str, Any], params: Mapping[str, np.ndarray]
+) -> tuple[str, int, SessionMeta]:
+    raw_config, options = split_body(body)
+    config = parse_config(raw_config)
+    cfg = config.resolve()
+    if not params:
+        raise InvalidTensor("params: a session needs at least one parameter")
+    if len(params) > engine.settings.max_tensors:
+        raise InvalidTensor(f"params: at most {engine.settings.max_tensors} tensors per session")
+    check_values("params", params, cfg.dtype)
+    layout = Layout.build({k: tuple(v.shape) for k, v in params.items()}, cfg.group_of)
+    flat = flatten(layout, params, cfg.dtype)
+    state = OptimState.create(layout, cfg.optimizer, cfg.group_hps, cfg.slot_names(), flat)
+    meta = SessionMeta(config, options, layout, state.steps, state.scalars)
+    sid = new_sid()
+    await engine.store.create(sid, meta.to_bytes(), state.slots, options.labels, options.ttl_s)
+    engine.metrics.sessions_created.inc()
+    return sid, 0, meta
+
+
+def describe(sid: str, version: int, meta: SessionMeta) -> dict[str, Any]:
+    cfg = meta.config.resolve()
+    hp = cfg.group_hps[0]
+    itemsize = cfg.dtype.itemsize
+    n_slots = 1 + len(cfg.slot_names())
+    return {
+        "id": sid,
+        "optimizer": meta.config.optimizer,
+        "hyperparams": hp.model_dump(mode="json"),
+        "dtype": meta.config.dtype,
+        "schedule": meta.config.schedule.model_dump(mode="json") if meta.config.schedule else None,
+        "max_grad_norm": meta.config.max_grad_norm,
+        "check_finite": meta.config.check_finite,
+        "groups": [g.model_dump(mode="json") for g in meta.config.groups],
+        **meta.options.model_dump(mode="json"),
+        "version": version,
+        "step": meta.step,
+        "lr": hp.lr * cfg.lr_factor(meta.step),
+        "last_loss": meta.last_loss,
+        "num_params": meta.layout.total,
+        "state_bytes": meta.layout.total * itemsize * n_slots,
+        "params": {
+            s.name: {"shape": list(s.shape), "step": int(meta.steps[i])}
+            for i, s in enumerate(meta.layout.specs)
+        },
+        "created_at": meta.created_at,
+        "updated_at": meta.updated_at,
+    }
+
+
+async def patch(
+    engine: Engine, sid: str, body: Mapping[str, Any], if_match: int | None
+) -> tuple[int, SessionMeta]:
+    bad = set(body) - set(PATCHABLE)
+    if bad:
+        raise InvalidConfig(
+            f"cannot change {', '.join(sorted(bad))} of a session; PATCH takes: "
+            f"{', '.join(PATCHABLE)} (create a new session or PUT its state for the rest)",
+            errors=[{"loc": k, "msg": "not patchable"} for k in sorted(bad)],
+        )
+    async with engine.lock(sid):
+        stored, meta = await engine.load(sid)
+        if if_match is not None and if_match != stored.version:
+            raise PreconditionFailed(
+                f"If-Match {if_match} but the session is at version {stored.version}",
+                current_version=stored.version,
+            )
+        raw = meta.config.model_dump(mode="json")
+        for key in ("schedule", "max_grad_norm", "check_finite"):
+            if key in body:
+                raw[key] = body[key]
+        if "hyperparams" in body:
+            if not isinstance(body["hyperparams"], dict):
+                raise InvalidConfig("hyperparams: must be an object of torch names")
+            raw["hyperparams"] = {**raw["hyperparams"], **body["hyperparams"]}
+        config = parse_config(raw)
+        cfg = config.resolve()
+        opts = meta.options.model_dump() | {k: body[k] for k in body if k in SessionOptions.model_fields}
+        try:
+            meta.options = SessionOptions.model_validate(opts)
+        except ValidationError as exc:
+            raise validation_problem(exc, "") from None
+        meta.config = config
+        new_slots: dict[str, np.ndarray] = {}
+        for slot in cfg.slot_names():
+            if slot not in stored.slots:  # e.g. amsgrad switched on: start like torch, at zeros
+                fresh = OptimState.create(meta.layout, cfg.optimizer, cfg.group_hps, [slot], stored.slots[PARAM])
+                new_slots[slot] = fresh.slots[slot]
+        meta.updated_at = time.time()
+        try:
+            version = await engine.store.commit(
+                sid, stored.version, meta.to_bytes(), new_slots, None, meta.options.ttl_s
+            )
+        except Conflict as exc:
+            raise PreconditionFailed("the session changed during the PATCH; retry", **exc.extra) from None
+        return version, meta
