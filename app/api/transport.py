@@ -52,10 +52,16 @@ def response_format(request: Request) -> Format:
     return negotiate.response_format(request.headers.get("accept"))
 
 
-def parse_json_object(body: bytes, what: str) -> dict[str, Any]:
+def parse_json_object(body: bytes, what: str, allowed: set[str] | None = None) -> dict[str, Any]:
     obj = json_tensors.parse_body(body)
     if not isinstance(obj, dict):
         raise InvalidBody(f"{what}: the body must be a JSON object")
+    unknown = set(obj) - allowed if allowed is not None else set()
+    if unknown:
+        raise InvalidBody(
+            f"{what}: unknown field(s) {', '.join(sorted(unknown))}; "
+            f"expected {', '.join(sorted(allowed or ()))}"
+        )
     return obj
 
 

@@ -61,7 +61,7 @@ async def put_params(
 ) -> Response:
     body = await read_body(request, settings)
     if request_format(request) == "json":
-        params = decode_json_tensors(parse_json_object(body, "params").get("params"), "params", settings)
+        params = decode_json_tensors(parse_json_object(body, "params", {"params"}).get("params"), "params", settings)
     else:
         params, _ = decode_safetensors(body, settings)
     version = await checkpoint.put_params(engine, sid, params, if_match)
@@ -89,7 +89,7 @@ async def put_state(
     check_sid(sid)
     body = await read_body(request, settings)
     if request_format(request) == "json":
-        obj = parse_json_object(body, "checkpoint")
+        obj = parse_json_object(body, "checkpoint", {"version", "meta", "tensors"})
         tensors = decode_json_tensors(obj.get("tensors"), "tensors", settings)
         doc = obj.get("meta")
     else:

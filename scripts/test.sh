@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The one test command: sets up what the tests need, then lint, type check, the suite.
+#   bash scripts/test.sh            # everything
+#   bash scripts/test.sh -k step    # extra args go to pytest
+# Uses the active virtualenv if there is one, else creates/reuses ./.venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+if [ -z "${VIRTUAL_ENV:-}" ]; then
+  if [ ! -x .venv/bin/python ]; then
+    step "creating .venv"
+    "${PYTHON:-python3}" -m venv .venv
+  fi
+  # shellcheck disable=SC1091
+  . .venv/bin/activate
+fi
+
+step "installing optd with its dev extras"
+python -m pip install -q --disable-pip-version-check -e ".[dev]"
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    step "installing redis-server (the Redis tests start their own, never skipped)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+  else
+    echo "redis-server is missing: install it (sudo apt-get install -y redis-server) and rerun" >&2
+    exit 1
+  fi
+fi
+
+step "ruff"
+ruff check .
+ruff format --check .
+
+step "mypy --strict app/"
+mypy
+
+step "pytest"
+python -m pytest "$@"
