@@ -1,0 +1,53 @@
+"""Dockerfile and docker-compose.yml, checked by reading them and by running their
+commands directly (there is no Docker engine on CI machines)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from tests.redisproc import RedisProc
+from tests.test_serve import start, stop, train_toy
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_dockerfile() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim", text, re.M)
+    user = re.search(r"^USER (\S+)", text, re.M)
+    assert user and user.group(1) not in ("root", "0")
+    assert 'ENTRYPOINT ["optd"]' in text and 'CMD ["serve"]' in text
+    assert "HEALTHCHECK" in text and "/readyz" in text
+
+
+def test_compose_commands_run() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    redis_cmd = services["redis"]["command"]
+    flags = dict(zip(redis_cmd[1::2], redis_cmd[2::2], strict=True))
+    assert flags["--appendonly"] == "yes" and flags["--appendfsync"] == "everysec"
+    apis = [s for name, s in services.items() if name.startswith("api")]
+    assert len(apis) == 2 and {a["ports"][0] for a in apis} == {"8000:8000", "8001:8000"}
+    for api in apis:
+        assert api["command"] == ["serve"] and "/readyz" in " ".join(api["healthcheck"]["test"])
+    with RedisProc(appendonly=True, appendfsync=flags["--appendfsync"]) as redis:
+        procs = []
+        for api in apis:
+            env = {k: str(v) for k, v in api["environment"].items()}
+            env["OPTD_REDIS_URL"] = env["OPTD_REDIS_URL"].replace("redis:6379", f"127.0.0.1:{redis.port}")
+            env.pop("OPTD_PORT")
+            env["OPTD_HOST"] = "127.0.0.1"  # tests bind loopback only
+            procs.append(start(env))
+        try:
+            # both replicas serve the same sessions: train on one, read from the other
+            assert train_toy(procs[0][1]) < 1e-2
+            import httpx
+
+            listing = httpx.get(procs[1][1] + "/v1/sessions").json()["sessions"]
+            assert len(listing) == 1 and listing[0]["step"] == 150
+        finally:
+            for proc, _ in procs:
+                stop(proc)
