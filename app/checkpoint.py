@@ -88,7 +88,9 @@ def meta_document(meta: SessionMeta) -> dict[str, Any]:
     return doc
 
 
-async def export_state(engine: Engine, sid: str) -> tuple[int, dict[str, Any], dict[str, np.ndarray]]:
+async def export_state(
+    engine: Engine, sid: str
+) -> tuple[int, dict[str, Any], dict[str, np.ndarray]]:
     stored, meta = await engine.load(sid)
     state = meta.state(stored.slots)
     tensors = {
@@ -108,7 +110,9 @@ async def import_state(
     try:
         meta = SessionMeta.from_bytes(orjson.dumps(doc))
     except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidBody(f"checkpoint: malformed meta document ({exc}); export one with GET .../state") from None
+        raise InvalidBody(
+            f"checkpoint: malformed meta document ({exc}); export one with GET .../state"
+        ) from None
     cfg = meta.config.resolve()
     n = len(meta.layout.specs)
     if meta.steps.size != n or any(v.size != n for v in meta.scalars.values()):
@@ -123,7 +127,9 @@ async def import_state(
             if arr is None:
                 raise InvalidTensor(f"checkpoint: tensor {slot}/{s.name!r} is missing")
             if arr.size != s.size:
-                raise InvalidTensor(f"checkpoint: {slot}/{s.name!r} has {arr.size} values, expected {s.size}")
+                raise InvalidTensor(
+                    f"checkpoint: {slot}/{s.name!r} has {arr.size} values, expected {s.size}"
+                )
             flat[s.offset : s.offset + s.size] = arr.reshape(-1)
         if not np.isfinite(flat).all():
             raise InvalidTensor(f"checkpoint: slot {slot!r} contains NaN or Inf")
@@ -135,7 +141,9 @@ async def import_state(
         except NotFound:
             if if_match is not None:
                 raise
-            await engine.store.create(sid, meta.to_bytes(), slots, meta.options.labels, meta.options.ttl_s)
+            await engine.store.create(
+                sid, meta.to_bytes(), slots, meta.options.labels, meta.options.ttl_s
+            )
             return 0, True
         if if_match is not None and if_match != stored.version:
             raise PreconditionFailed(

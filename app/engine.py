@@ -92,7 +92,9 @@ class Engine:
             return await asyncio.to_thread(fn, *args)
         return fn(*args)
 
-    async def load(self, sid: str, slots: list[str] | None = None) -> tuple[StoredSession, SessionMeta]:
+    async def load(
+        self, sid: str, slots: list[str] | None = None
+    ) -> tuple[StoredSession, SessionMeta]:
         t0 = time.perf_counter()
         stored = await self.store.load(sid, slots)
         meta = SessionMeta.from_bytes(stored.meta)
@@ -145,7 +147,11 @@ class Engine:
                 t0 = time.perf_counter()
                 try:
                     outcome.version = await self.store.commit(
-                        sid, stored.version, meta.to_bytes(), state.slots, record,
+                        sid,
+                        stored.version,
+                        meta.to_bytes(),
+                        state.slots,
+                        record,
                         meta.options.ttl_s,
                     )
                 except Conflict:
@@ -160,9 +166,7 @@ class Engine:
                 self.metrics.steps.inc()
                 if staleness is not None:
                     self.metrics.staleness.observe(staleness)
-                outcome.params = {
-                    s.name: state.view(PARAM, s.name) for s in meta.layout.specs
-                }
+                outcome.params = {s.name: state.view(PARAM, s.name) for s in meta.layout.specs}
                 return outcome
         raise Conflict(
             f"the session changed {MAX_ATTEMPTS} times while this step was computed; retry",
@@ -201,7 +205,11 @@ class Engine:
         stored, meta = await self.load(sid)
         state = meta.state(stored.slots)
         return StepOutcome(
-            d["version"], d["step"], d["lr"], d["grad_norm"], d["staleness"],
+            d["version"],
+            d["step"],
+            d["lr"],
+            d["grad_norm"],
+            d["staleness"],
             tuple(d["updated"]),
             {s.name: state.view(PARAM, s.name) for s in meta.layout.specs},
             replayed=True,

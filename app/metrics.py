@@ -21,11 +21,17 @@ class Metrics:
             registry=r,
         )
         self.bytes_in = Counter("optd_bytes_in", "Request body bytes", registry=r)
-        self.bytes_out = Counter("optd_bytes_out", "Response body bytes (tensor bodies)", registry=r)
-        self.conflicts = Counter("optd_commit_conflicts", "Commits lost to another writer", registry=r)
+        self.bytes_out = Counter(
+            "optd_bytes_out", "Response body bytes (tensor bodies)", registry=r
+        )
+        self.conflicts = Counter(
+            "optd_commit_conflicts", "Commits lost to another writer", registry=r
+        )
         self.stale = Counter("optd_stale_refusals", "Steps refused as too stale", registry=r)
         self.staleness = Histogram(
-            "optd_staleness", "Versions between base_version and the session", registry=r,
+            "optd_staleness",
+            "Versions between base_version and the session",
+            registry=r,
             buckets=(0, 1, 2, 4, 8, 16, 32, 64),
         )
         self.sessions_created = Counter("optd_sessions_created", "Sessions created", registry=r)

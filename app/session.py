@@ -72,7 +72,9 @@ class SessionMeta:
             options=SessionOptions.model_validate(d["options"]),
             layout=Layout.from_json(d["layout"]),
             steps=np.asarray(d["steps"], dtype=np.int64).reshape(-1),
-            scalars={k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in d["scalars"].items()},
+            scalars={
+                k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in d["scalars"].items()
+            },
             step=d["step"],
             last_loss=d["last_loss"],
             created_at=d["created_at"],

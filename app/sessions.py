@@ -16,9 +16,26 @@ from app.problems import Conflict, InvalidConfig, InvalidTensor, PreconditionFai
 from app.session import SessionMeta, SessionOptions
 from app.store.keys import new_sid
 
-CONFIG_KEYS = ("optimizer", "hyperparams", "dtype", "schedule", "max_grad_norm", "check_finite", "groups")
+CONFIG_KEYS = (
+    "optimizer",
+    "hyperparams",
+    "dtype",
+    "schedule",
+    "max_grad_norm",
+    "check_finite",
+    "groups",
+)
 OPTION_KEYS = ("mode", "workers", "max_staleness", "staleness_lr", "labels", "ttl_s")
-PATCHABLE = ("hyperparams", "schedule", "max_grad_norm", "check_finite", "max_staleness", "staleness_lr", "labels", "ttl_s")
+PATCHABLE = (
+    "hyperparams",
+    "schedule",
+    "max_grad_norm",
+    "check_finite",
+    "max_staleness",
+    "staleness_lr",
+    "labels",
+    "ttl_s",
+)
 
 
 def split_body(body: Mapping[str, Any]) -> tuple[dict[str, Any], SessionOptions]:
@@ -136,7 +153,9 @@ async def patch(
             raw["hyperparams"] = {**raw["hyperparams"], **body["hyperparams"]}
         config = parse_config(raw)
         cfg = config.resolve()
-        opts = meta.options.model_dump() | {k: body[k] for k in body if k in SessionOptions.model_fields}
+        opts = meta.options.model_dump() | {
+            k: body[k] for k in body if k in SessionOptions.model_fields
+        }
         try:
             meta.options = SessionOptions.model_validate(opts)
         except ValidationError as exc:
@@ -145,7 +164,9 @@ async def patch(
         new_slots: dict[str, np.ndarray] = {}
         for slot in cfg.slot_names():
             if slot not in stored.slots:  # e.g. amsgrad switched on: start like torch, at zeros
-                fresh = OptimState.create(meta.layout, cfg.optimizer, cfg.group_hps, [slot], stored.slots[PARAM])
+                fresh = OptimState.create(
+                    meta.layout, cfg.optimizer, cfg.group_hps, [slot], stored.slots[PARAM]
+                )
                 new_slots[slot] = fresh.slots[slot]
         meta.updated_at = time.time()
         try:
@@ -153,5 +174,7 @@ async def patch(
                 sid, stored.version, meta.to_bytes(), new_slots, None, meta.options.ttl_s
             )
         except Conflict as exc:
-            raise PreconditionFailed("the session changed during the PATCH; retry", **exc.extra) from None
+            raise PreconditionFailed(
+                "the session changed during the PATCH; retry", **exc.extra
+            ) from None
         return version, meta

@@ -59,9 +59,7 @@ def tensors(d: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 def decode(obj: dict[str, Any]) -> dict[str, np.ndarray]:
-    return {
-        k: np.asarray(v["data"], dtype=v["dtype"]).reshape(v["shape"]) for k, v in obj.items()
-    }
+    return {k: np.asarray(v["data"], dtype=v["dtype"]).reshape(v["shape"]) for k, v in obj.items()}
 
 
 def create(client: TestClient, params: dict[str, np.ndarray], **config: Any) -> str:

@@ -28,7 +28,10 @@ def test_create_get_delete(client: TestClient) -> None:
     info = r.json()
     sid = info["id"]
     assert r.headers["Location"] == f"/v1/sessions/{sid}" and r.headers["ETag"] == '"0"'
-    assert info["hyperparams"]["weight_decay"] == 0.01 and info["hyperparams"]["betas"] == [0.9, 0.999]
+    assert info["hyperparams"]["weight_decay"] == 0.01 and info["hyperparams"]["betas"] == [
+        0.9,
+        0.999,
+    ]
     assert info["params"] == {
         "w": {"shape": [2, 3], "step": 0},
         "b": {"shape": [3], "step": 0},
@@ -47,7 +50,9 @@ def test_create_get_delete(client: TestClient) -> None:
 def test_create_from_safetensors(client: TestClient) -> None:
     config = {"optimizer": "sgd", "hyperparams": {"lr": 0.1, "momentum": 0.9}}
     body = st_save(P, metadata={"config": orjson.dumps(config).decode()})
-    r = client.post("/v1/sessions", content=body, headers={"content-type": "application/x-safetensors"})
+    r = client.post(
+        "/v1/sessions", content=body, headers={"content-type": "application/x-safetensors"}
+    )
     assert r.status_code == 201, r.text
     assert r.json()["hyperparams"]["momentum"] == 0.9
     assert r.json()["params"]["w"]["shape"] == [2, 3]
@@ -77,10 +82,16 @@ def test_patch_hyperparams(client: TestClient) -> None:
     assert r.json()["version"] == 1 and r.headers["ETag"] == '"1"'
     step = client.post(f"/v1/sessions/{sid}/step", json={"grads": {"b": [1.0, 1.0, 1.0]}})
     assert step.status_code == 200, step.text
-    body = assert_problem(client.patch(f"/v1/sessions/{sid}", json={"hyperparams": {"lr": -1}}), 422)
+    body = assert_problem(
+        client.patch(f"/v1/sessions/{sid}", json={"hyperparams": {"lr": -1}}), 422
+    )
     assert body["type"] == "urn:optd:problem:invalid-config" and "lr" in body["detail"]
-    assert_problem(client.patch(f"/v1/sessions/{sid}", json={"optimizer": "sgd"}), 422, "invalid-config")
-    assert_problem(client.patch(f"/v1/sessions/{sid}", json={"labels": {}}, headers={"If-Match": '"0"'}), 412)
+    assert_problem(
+        client.patch(f"/v1/sessions/{sid}", json={"optimizer": "sgd"}), 422, "invalid-config"
+    )
+    assert_problem(
+        client.patch(f"/v1/sessions/{sid}", json={"labels": {}}, headers={"If-Match": '"0"'}), 412
+    )
     assert client.get(f"/v1/sessions/{sid}").json()["version"] == 2
 
 
@@ -104,8 +115,18 @@ def test_bad_config_is_named(client: TestClient) -> None:
 def test_optimizers_health_metrics(client: TestClient) -> None:
     opts = client.get("/v1/optimizers").json()["optimizers"]
     names = {o["name"] for o in opts}
-    assert names == {"sgd", "adam", "adamw", "nadam", "radam", "adamax", "adagrad", "rmsprop",
-                     "adabelief", "lion"}
+    assert names == {
+        "sgd",
+        "adam",
+        "adamw",
+        "nadam",
+        "radam",
+        "adamax",
+        "adagrad",
+        "rmsprop",
+        "adabelief",
+        "lion",
+    }
     adam = next(o for o in opts if o["name"] == "adam")
     assert adam["defaults"]["lr"] == 0.001 and "properties" in adam["hyperparams_schema"]
     assert client.get("/healthz").json() == {"status": "ok"}

@@ -47,7 +47,9 @@ def test_checkpoint_into_other_store(client: TestClient, wire: str) -> None:
     with TestClient(create_app(Settings(redis_url=None))) as other:
         if wire == "safetensors":
             assert "exp_avg/w" in st_load(r.content)
-            put = other.put("/v1/sessions/copy1/state", content=r.content, headers={"content-type": ST})
+            put = other.put(
+                "/v1/sessions/copy1/state", content=r.content, headers={"content-type": ST}
+            )
         else:
             put = other.put("/v1/sessions/copy1/state", json=r.json())
         assert put.status_code == 201, put.text
@@ -58,7 +60,9 @@ def test_checkpoint_into_other_store(client: TestClient, wire: str) -> None:
     for k in P:
         np.testing.assert_array_equal(mine[k], theirs[k])
     # restoring into an existing session replaces its state and bumps the version
-    again = client.put(f"/v1/sessions/{sid}/state", json=client.get(f"/v1/sessions/{sid}/state").json())
+    again = client.put(
+        f"/v1/sessions/{sid}/state", json=client.get(f"/v1/sessions/{sid}/state").json()
+    )
     assert again.status_code == 200 and again.json()["created"] is False
 
 
@@ -72,9 +76,16 @@ def test_put_params_keeps_state(client: TestClient) -> None:
     assert after["tensors"]["exp_avg/b"] == before["tensors"]["exp_avg/b"]
     assert after["tensors"]["param/b"]["data"] == [1.0, 2.0, 3.0, 4.0]
     assert after["tensors"]["param/w"] == before["tensors"]["param/w"]
-    assert_problem(client.put(f"/v1/sessions/{sid}/params", json={"params": {"b": [1.0]}}), 422, "invalid-tensor")
-    st = client.put(f"/v1/sessions/{sid}/params", content=st_save({"b": np.ones(4)}),
-                    headers={"content-type": ST, "If-Match": '"4"'})
+    assert_problem(
+        client.put(f"/v1/sessions/{sid}/params", json={"params": {"b": [1.0]}}),
+        422,
+        "invalid-tensor",
+    )
+    st = client.put(
+        f"/v1/sessions/{sid}/params",
+        content=st_save({"b": np.ones(4)}),
+        headers={"content-type": ST, "If-Match": '"4"'},
+    )
     assert st.status_code == 200 and st.json()["version"] == 5
 
 

@@ -112,14 +112,22 @@ def test_prefer_minimal_and_if_match(client: TestClient) -> None:
         headers={"Prefer": "return=minimal", "If-Match": '"0"'},
     )
     assert r.status_code == 204 and r.headers["ETag"] == '"1"' and not r.content
-    r = client.post(f"/v1/sessions/{sid}/step", json={"grads": tensors(g)}, headers={"If-Match": '"0"'})
+    r = client.post(
+        f"/v1/sessions/{sid}/step", json={"grads": tensors(g)}, headers={"If-Match": '"0"'}
+    )
     assert assert_problem(r, 412, "precondition-failed")["current_version"] == 1
     assert client.get(f"/v1/sessions/{sid}").json()["version"] == 1
 
 
 def test_staleness(client: TestClient) -> None:
-    sid = create(client, params0(), optimizer="sgd", hyperparams={"lr": 1.0}, max_staleness=1,
-                 staleness_lr="inverse")
+    sid = create(
+        client,
+        params0(),
+        optimizer="sgd",
+        hyperparams={"lr": 1.0},
+        max_staleness=1,
+        staleness_lr="inverse",
+    )
     g = {"scale": np.array(1.0, dtype=np.float32)}
     for _ in range(3):
         assert step_json(client, sid, g).status_code == 200

@@ -37,7 +37,9 @@ def test_compose_commands_run() -> None:
         procs = []
         for api in apis:
             env = {k: str(v) for k, v in api["environment"].items()}
-            env["OPTD_REDIS_URL"] = env["OPTD_REDIS_URL"].replace("redis:6379", f"127.0.0.1:{redis.port}")
+            env["OPTD_REDIS_URL"] = env["OPTD_REDIS_URL"].replace(
+                "redis:6379", f"127.0.0.1:{redis.port}"
+            )
             env.pop("OPTD_PORT")
             env["OPTD_HOST"] = "127.0.0.1"  # tests bind loopback only
             procs.append(start(env))

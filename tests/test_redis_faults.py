@@ -23,10 +23,16 @@ def aof_redis() -> Iterator[RedisProc]:
 
 def test_redis_down_then_back(aof_redis: RedisProc) -> None:
     with TestClient(create_app(Settings(redis_url=aof_redis.url))) as client:
-        sid = create(client, {"x": np.zeros(3, dtype=np.float32)}, optimizer="sgd",
-                     hyperparams={"lr": 1.0})
+        sid = create(
+            client, {"x": np.zeros(3, dtype=np.float32)}, optimizer="sgd", hyperparams={"lr": 1.0}
+        )
         for _ in range(5):
-            assert client.post(f"/v1/sessions/{sid}/step", json={"grads": {"x": [1, 1, 1]}}).status_code == 200
+            assert (
+                client.post(
+                    f"/v1/sessions/{sid}/step", json={"grads": {"x": [1, 1, 1]}}
+                ).status_code
+                == 200
+            )
         aof_redis.kill()
         r = client.post(f"/v1/sessions/{sid}/step", json={"grads": {"x": [1, 1, 1]}})
         body = assert_problem(r, 503, "store-unavailable")

@@ -23,7 +23,11 @@ def start(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("OPTD_")} | env
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--port", str(port), *args],
-        env=full_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=full_env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
@@ -51,8 +55,14 @@ def train_toy(url: str) -> float:
     x = rng.standard_normal((64, 3))
     y = x @ np.array([1.0, -2.0, 0.5]) + 0.3
     with httpx.Client(base_url=url, timeout=10) as http:
-        r = http.post("/v1/sessions", json={"optimizer": "adam", "hyperparams": {"lr": 0.1},
-                                            "params": {"w": [0.0, 0.0, 0.0], "b": 0.0}})
+        r = http.post(
+            "/v1/sessions",
+            json={
+                "optimizer": "adam",
+                "hyperparams": {"lr": 0.1},
+                "params": {"w": [0.0, 0.0, 0.0], "b": 0.0},
+            },
+        )
         assert r.status_code == 201, r.text
         sid = r.json()["id"]
         w, b = np.zeros(3), 0.0
@@ -93,7 +103,13 @@ def test_serve_refuses_unreachable_redis() -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPTD_")}
     env["OPTD_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
-    r = subprocess.run([sys.executable, "-m", "app.cli", "serve"], env=env, cwd=ROOT,
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 2
     assert "cannot start" in r.stderr and str(port) in r.stderr

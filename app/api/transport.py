@@ -111,9 +111,14 @@ def tensor_response(
     return out
 
 
-def json_response(obj: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+def json_response(
+    obj: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
     return Response(
-        json_tensors.dumps(obj), status_code=status, media_type=negotiate.JSON, headers=dict(headers or {})
+        json_tensors.dumps(obj),
+        status_code=status,
+        media_type=negotiate.JSON,
+        headers=dict(headers or {}),
     )
 
 

@@ -72,21 +72,28 @@ async def list_sessions(
         if not sep or not key:
             raise InvalidBody(f"label filter must look like key=value, got {item!r}")
         labels[key] = value
-    items, next_cursor = await engine.store.list(cursor, limit, labels or None)
+    page, next_cursor = await engine.store.list(cursor, limit, labels or None)
     out = []
-    for item in items:
-        meta = SessionMeta.from_bytes(item.meta)
-        out.append(sessions.describe(item.id, item.version, meta) | {"params": None})
+    for summary in page:
+        meta = SessionMeta.from_bytes(summary.meta)
+        out.append(sessions.describe(summary.id, summary.version, meta) | {"params": None})
     return json_response({"sessions": out, "next_cursor": next_cursor})
 
 
 @router.get("/{sid}")
 async def get_session(sid: str, engine: EngineDep) -> Response:
     stored, meta = await engine.load(sid, [])
-    return json_response(sessions.describe(sid, stored.version, meta), headers={"ETag": etag(stored.version)})
+    return json_response(
+        sessions.describe(sid, stored.version, meta), headers={"ETag": etag(stored.version)}
+    )
 
 
-@router.patch("/{sid}", openapi_extra={"requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}}})
+@router.patch(
+    "/{sid}",
+    openapi_extra={
+        "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}}
+    },
+)
 async def patch_session(
     sid: str, request: Request, engine: EngineDep, settings: SettingsDep, if_match: IfMatch
 ) -> Response:

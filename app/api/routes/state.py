@@ -61,7 +61,9 @@ async def put_params(
 ) -> Response:
     body = await read_body(request, settings)
     if request_format(request) == "json":
-        params = decode_json_tensors(parse_json_object(body, "params", {"params"}).get("params"), "params", settings)
+        params = decode_json_tensors(
+            parse_json_object(body, "params", {"params"}).get("params"), "params", settings
+        )
     else:
         params, _ = decode_safetensors(body, settings)
     version = await checkpoint.put_params(engine, sid, params, if_match)
@@ -95,7 +97,9 @@ async def put_state(
     else:
         tensors, metadata = decode_safetensors(body, settings, CHECKPOINT_DTYPES)
         if "optd" not in metadata:
-            raise InvalidBody('checkpoint: __metadata__["optd"] is missing; export with GET .../state')
+            raise InvalidBody(
+                'checkpoint: __metadata__["optd"] is missing; export with GET .../state'
+            )
         try:
             doc = orjson.loads(metadata["optd"])
         except orjson.JSONDecodeError:

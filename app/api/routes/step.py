@@ -52,7 +52,11 @@ def _loss(value: Any) -> float | None:
     if value is None:
         return None
     try:
-        loss = float(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+        loss = (
+            float(value)
+            if isinstance(value, (str, int, float)) and not isinstance(value, bool)
+            else None
+        )
     except ValueError:
         loss = None
     if loss is None or not math.isfinite(loss):
@@ -111,13 +115,21 @@ async def step(
         if not 0 < len(key) <= 255:
             raise InvalidBody("Idempotency-Key must be 1 to 255 characters")
         h = hashlib.blake2b(digest_size=16)
-        h.update(f"{request.method} {request.url.path} {request.headers.get('content-type')}\n".encode())
+        h.update(
+            f"{request.method} {request.url.path} {request.headers.get('content-type')}\n".encode()
+        )
         h.update(body)
         fingerprint = h.hexdigest()
     engine.metrics.phase("decode", time.perf_counter() - t0)
-    out = await engine.step(sid, req, if_match=if_match, idempotency_key=key, fingerprint=fingerprint)
+    out = await engine.step(
+        sid, req, if_match=if_match, idempotency_key=key, fingerprint=fingerprint
+    )
     t1 = time.perf_counter()
-    headers = {"ETag": etag(out.version), "Optd-Version": str(out.version), "Optd-Step": str(out.step)}
+    headers = {
+        "ETag": etag(out.version),
+        "Optd-Version": str(out.version),
+        "Optd-Step": str(out.step),
+    }
     if out.replayed:
         headers["Idempotent-Replayed"] = "true"
     if fmt is None:

@@ -1,0 +1,136 @@
+"""Every Redis key name optd uses, and the session-id and list-cursor formats.
+
+One place so the layout can be read (and changed) at a glance, and so that user
+text can never become part of a key: session ids are server-generated URL-safe
+tokens and anything else is answered with `NotFound` before a key is built; slot
+names are identifiers chosen by the engine; idempotency keys are hashed.
+
+Layout (the `{...}` part is the Redis Cluster hash tag):
+
+    optd:{<sid>}:meta                          hash: version, inc, tok, meta, labels,
+                                               slots, created_at
+    optd:{<sid>}:slot:<slot>:<token>:<chunk>   string: one chunk of a flat LE array
+    optd:{<sid>}:idem:<sha256(key)>            string: an idempotency record (own TTL)
+    optd:index:{<shard>}                       sorted set, score 0, members = sids
+
+`slots` in meta is JSON `{slot: [dtype, length, nchunks, token, nbytes]}`. `token` is
+random per write, so a chunk key is written once and never rewritten: a commit writes
+new keys and flips `slots` with a compare-and-set, then unlinks the keys it replaced
+(DESIGN §5 "version-suffixed keys"). Every key of a session shares the tag `{<sid>}`, so
+a session lives in one cluster slot and its scripts and transactions are single-slot.
+The Lua scripts in `lua/` derive chunk keys from `KEYS[1]` (the meta key) with the same
+pattern as `chunk_key` below; keep the two in step.
+
+The session index is sharded into `INDEX_SHARDS` sorted sets, each with its own
+hash tag, so listing needs no `KEYS`/`SCAN` and no single hot slot.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+import secrets
+import zlib
+
+from app.problems import InvalidBody, NotFound
+
+PREFIX = "optd"
+INDEX_SHARDS = 16
+
+SID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+SLOT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
+_CURSOR_PREFIX = "v1:"
+
+
+def new_sid() -> str:
+    """A fresh session id: 22 URL-safe characters, 128 random bits."""
+    return secrets.token_urlsafe(16)
+
+
+def check_sid(sid: str) -> str:
+    """Return `sid` if it is a well-formed session id, else `NotFound` (it cannot exist)."""
+    if not is_sid(sid):
+        raise NotFound("no such session")
+    return sid
+
+
+def is_sid(sid: str) -> bool:
+    return isinstance(sid, str) and SID_RE.fullmatch(sid) is not None
+
+
+def check_new_sid(sid: str) -> str:
+    """Ids of new sessions come from `new_sid`, never from a user: a bad one is a bug."""
+    if not is_sid(sid):
+        raise ValueError(f"invalid session id {sid!r}")
+    return sid
+
+
+def check_slot(slot: str) -> str:
+    """Slot names come from the engine, never from a user: a bad one is a bug."""
+    if not isinstance(slot, str) or SLOT_RE.fullmatch(slot) is None:
+        raise ValueError(f"invalid slot name {slot!r}")
+    return slot
+
+
+def session_prefix(sid: str) -> str:
+    return f"{PREFIX}:{{{check_sid(sid)}}}:"
+
+
+def meta_key(sid: str) -> str:
+    return session_prefix(sid) + "meta"
+
+
+def new_token() -> str:
+    """Names the chunk keys of one write; random, so concurrent writers never collide."""
+    return secrets.token_hex(8)
+
+
+def chunk_key(sid: str, slot: str, token: str, chunk: int) -> str:
+    return f"{session_prefix(sid)}slot:{check_slot(slot)}:{token}:{chunk}"
+
+
+def idem_key(sid: str, key: str) -> str:
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{session_prefix(sid)}idem:{digest}"
+
+
+def index_shard(sid: str) -> int:
+    """Stable across processes and Python versions (unlike `hash`)."""
+    return zlib.crc32(sid.encode()) % INDEX_SHARDS
+
+
+def index_key(shard: int) -> str:
+    return f"{PREFIX}:index:{{{shard}}}"
+
+
+def encode_cursor(last_sid: str) -> str:
+    """An opaque page cursor: the last session id examined, versioned and base64url'd."""
+    raw = (_CURSOR_PREFIX + last_sid).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> str | None:
+    """The last session id of the previous page (None: start); `InvalidBody` if forged."""
+    if cursor is None or cursor == "":
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidBody("invalid list cursor") from None
+    if not raw.startswith(_CURSOR_PREFIX) or SID_RE.fullmatch(raw[3:]) is None:
+        raise InvalidBody("invalid list cursor")
+    return raw[len(_CURSOR_PREFIX) :]
+
+
+def encode_idempotency(fingerprint: str, response: bytes) -> bytes:
+    """`<len>\\n<fingerprint><response>`: binary-safe, no pickle, no JSON escaping of bytes."""
+    fp = fingerprint.encode()
+    return b"%d\n" % len(fp) + fp + response
+
+
+def decode_idempotency(value: bytes) -> tuple[str, bytes]:
+    head, _, rest = value.partition(b"\n")
+    n = int(head)
+    return rest[:n].decode(), rest[n:]

@@ -1,0 +1,89 @@
+-- Compare-and-set commit of one step: all or nothing, one round trip.
+--
+-- Runs inside MULTI/EXEC right after the SETs of the new chunks (`SET key value EX
+-- pending`, under keys named by a random token of this write), so big values never pass
+-- through Lua. On success the layout in meta points at the new chunks and the chunks they
+-- replace are unlinked; on conflict the new chunks are unlinked. A reader that holds the
+-- old layout finds its chunks either all present or some gone, never rewritten.
+--
+-- KEYS[1]         optd:{sid}:meta
+-- KEYS[2..1+C]    the chunk keys just SET: optd:{sid}:slot:<slot>:<token>:<i>
+-- KEYS[2+C]       optd:{sid}:idem:<hash>, present only when ARGV[3] is not empty
+-- ARGV[1]         expected version
+-- ARGV[2]         session TTL in seconds (0: keep the session's current TTL, if any)
+-- ARGV[3]         encoded idempotency record ('' : none)
+-- ARGV[4]         idempotency record TTL in seconds
+-- ARGV[5]         new engine meta (opaque bytes)
+-- ARGV[6]         token of this write
+-- ARGV[7]         written slots, JSON {slot: [dtype, length, nchunks, token, nbytes]}
+-- Returns {1, new_version, incarnation} | {0, current_version} (conflict) | {-1} (no session).
+-- A retry of a commit that succeeded (its reply lost) is recognised by its token and
+-- answers {1, ...} again without applying anything twice.
+local ttl = tonumber(ARGV[2])
+local token = ARGV[6]
+local nchunks = #KEYS - 1
+if ARGV[3] ~= '' then
+  nchunks = nchunks - 1
+end
+local cur = redis.call('HMGET', KEYS[1], 'version', 'slots', 'inc', 'tok')
+local pttl = redis.call('PTTL', KEYS[1])
+local function settle(key)
+  if ttl > 0 then
+    redis.call('EXPIRE', key, ttl)
+  elseif pttl > 0 then
+    redis.call('PEXPIRE', key, pttl)
+  else
+    redis.call('PERSIST', key)
+  end
+end
+if not cur[1] then
+  for i = 2, 1 + nchunks do
+    redis.call('UNLINK', KEYS[i])
+  end
+  return {-1}
+end
+local version = tonumber(cur[1])
+local layout = cjson.decode(cur[2])
+if version ~= tonumber(ARGV[1]) then
+  for i = 2, 1 + nchunks do
+    local name = string.match(KEYS[i], ':slot:(.+):[^:]+:%d+$')
+    if layout[name] and layout[name][4] == token then
+      settle(KEYS[i])  -- live chunk of this very commit, rewritten by its retry
+    else
+      redis.call('UNLINK', KEYS[i])
+    end
+  end
+  if cur[4] == token and version == tonumber(ARGV[1]) + 1 then
+    return {1, version, cur[3]}
+  end
+  return {0, version}
+end
+local prefix = string.sub(KEYS[1], 1, -5)
+for name, e in pairs(cjson.decode(ARGV[7])) do
+  local old = layout[name]
+  if old then
+    for c = 0, old[3] - 1 do
+      redis.call('UNLINK', prefix .. 'slot:' .. name .. ':' .. old[4] .. ':' .. c)
+    end
+  end
+  layout[name] = e
+end
+for i = 2, 1 + nchunks do
+  settle(KEYS[i])
+end
+if ttl > 0 then
+  for name, e in pairs(layout) do
+    if e[4] ~= token then
+      for c = 0, e[3] - 1 do
+        redis.call('EXPIRE', prefix .. 'slot:' .. name .. ':' .. e[4] .. ':' .. c, ttl)
+      end
+    end
+  end
+  redis.call('EXPIRE', KEYS[1], ttl)
+end
+redis.call('HSET', KEYS[1], 'version', version + 1, 'tok', token, 'meta', ARGV[5],
+  'slots', cjson.encode(layout))
+if ARGV[3] ~= '' then
+  redis.call('SET', KEYS[#KEYS], ARGV[3], 'EX', tonumber(ARGV[4]))
+end
+return {1, version + 1, cur[3]}

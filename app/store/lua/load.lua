@@ -1,0 +1,69 @@
+-- Read a session's meta, and its slots' chunks when they are small, in one round trip;
+-- skip the slots the caller already holds at this version.
+--
+-- Big slots are not returned here (Lua copies every value it touches, ~2 ms per MB):
+-- the caller GETs their chunks in one pipeline. Chunk keys are never rewritten, only
+-- unlinked when a commit replaces them, so that second read either gets exactly the
+-- layout's data or a nil, and then reads again.
+--
+-- KEYS[1]         optd:{sid}:meta
+-- ARGV[1]         version of the caller's cached copy (-1: none)
+-- ARGV[2]         incarnation of the caller's cached copy
+-- ARGV[3]         inline limit: return the chunks when the wanted slots are this small
+-- ARGV[4]         N, the number of requested slot names (-1: every slot)
+-- ARGV[5..4+N]    requested slot names (names the session lacks are ignored)
+-- ARGV[5+N..]     names the caller has cached; skipped when version and incarnation match
+-- Returns {} when the session does not exist, else {meta, want, inline, chunk...}: meta
+-- is the HGETALL of the meta hash, want the slots the caller needs, inline 1 when their
+-- chunks follow (slot by slot, nchunks each as in meta's layout), 0 when it must GET them.
+local meta = redis.call('HGETALL', KEYS[1])
+if #meta == 0 then
+  return {}
+end
+local h = {}
+for i = 1, #meta, 2 do
+  h[meta[i]] = meta[i + 1]
+end
+local layout = cjson.decode(h['slots'])
+local n = tonumber(ARGV[4])
+local want = {}
+if n < 0 then
+  for name, _ in pairs(layout) do
+    want[#want + 1] = name
+  end
+else
+  for i = 5, 4 + n do
+    if layout[ARGV[i]] then
+      want[#want + 1] = ARGV[i]
+    end
+  end
+end
+if h['version'] == ARGV[1] and h['inc'] == ARGV[2] then
+  local have = {}
+  for i = 5 + math.max(n, 0), #ARGV do
+    have[ARGV[i]] = true
+  end
+  local rest = {}
+  for _, name in ipairs(want) do
+    if not have[name] then
+      rest[#rest + 1] = name
+    end
+  end
+  want = rest
+end
+local bytes = 0
+for _, name in ipairs(want) do
+  bytes = bytes + layout[name][5]
+end
+if bytes > tonumber(ARGV[3]) then
+  return {meta, want, 0}
+end
+local prefix = string.sub(KEYS[1], 1, -5)
+local out = {meta, want, 1}
+for _, name in ipairs(want) do
+  local e = layout[name]
+  for c = 0, e[3] - 1 do
+    out[#out + 1] = redis.call('GET', prefix .. 'slot:' .. name .. ':' .. e[4] .. ':' .. c)
+  end
+end
+return out

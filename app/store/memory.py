@@ -1,0 +1,173 @@
+"""The embedded store: one process, plain dicts, nothing survives a restart.
+
+Every method runs without awaiting, so on one event loop each call is atomic:
+a commit checks the version and writes in the same uninterrupted stretch of
+code, which is all the compare-and-set the protocol asks for. TTLs are honoured
+lazily (an expired session is dropped when next touched or listed).
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.problems import Conflict, NotFound
+from app.store import keys
+from app.store.base import IdempotencyRecord, SessionSummary, StoredSession
+
+
+@dataclass
+class _Session:
+    version: int
+    meta: bytes
+    slots: dict[str, np.ndarray]
+    labels: dict[str, str]
+    expires_at: float | None
+    idempotency: dict[str, tuple[IdempotencyRecord, float]] = field(default_factory=dict)
+
+
+def _own(slots: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Take the caller's arrays (they are ours now) as flat native-endian arrays, copying
+    only when the layout demands it; the same dtype rules as the Redis store."""
+    out: dict[str, np.ndarray] = {}
+    for name, arr in slots.items():
+        a = np.ravel(arr)
+        if a.dtype.kind not in "biuf":
+            raise ValueError(f"unsupported slot dtype {a.dtype}")
+        out[keys.check_slot(name)] = a.astype(a.dtype.newbyteorder("="), copy=False)
+    return out
+
+
+class MemoryStore:
+    kind = "memory"
+
+    def __init__(
+        self, *, idempotency_ttl_s: int = 86400, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.idempotency_ttl_s = idempotency_ttl_s
+        self.clock = clock  # injectable so tests can expire sessions without sleeping
+        self._sessions: dict[str, _Session] = {}
+        self._order: list[str] = []  # sorted sids, for stable cursor paging
+
+    def _get(self, sid: str) -> _Session:
+        keys.check_sid(sid)
+        sess = self._sessions.get(sid)
+        if sess is not None and sess.expires_at is not None and sess.expires_at <= self.clock():
+            self._drop(sid)
+            sess = None
+        if sess is None:
+            raise NotFound(f"session {sid} not found")
+        return sess
+
+    def _deadline(self, ttl_s: int | None) -> float | None:
+        return None if not ttl_s else self.clock() + ttl_s
+
+    def _drop(self, sid: str) -> None:
+        del self._sessions[sid]
+        i = bisect.bisect_left(self._order, sid)
+        if i < len(self._order) and self._order[i] == sid:
+            del self._order[i]
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def create(
+        self,
+        sid: str,
+        meta: bytes,
+        slots: Mapping[str, np.ndarray],
+        labels: Mapping[str, str],
+        ttl_s: int | None = None,
+    ) -> None:
+        try:
+            self._get(keys.check_new_sid(sid))
+        except NotFound:
+            pass
+        else:
+            raise Conflict(f"session {sid} already exists")
+        self._sessions[sid] = _Session(
+            0, bytes(meta), _own(slots), dict(labels), self._deadline(ttl_s)
+        )
+        bisect.insort(self._order, sid)
+
+    async def load(self, sid: str, slots: Sequence[str] | None = None) -> StoredSession:
+        sess = self._get(sid)
+        names = list(sess.slots) if slots is None else [s for s in slots if s in sess.slots]
+        return StoredSession(sess.version, sess.meta, {n: sess.slots[n].copy() for n in names})
+
+    async def commit(
+        self,
+        sid: str,
+        expected_version: int,
+        meta: bytes,
+        slots: Mapping[str, np.ndarray],
+        idempotency: IdempotencyRecord | None = None,
+        ttl_s: int | None = None,
+    ) -> int:
+        sess = self._get(sid)
+        if sess.version != expected_version:
+            raise Conflict(
+                f"session {sid} is at version {sess.version}, not {expected_version}",
+                current_version=sess.version,
+            )
+        new_slots = _own(slots)  # validates before anything changes
+        sess.slots.update(new_slots)
+        sess.meta = bytes(meta)
+        sess.version += 1
+        if ttl_s:
+            sess.expires_at = self._deadline(ttl_s)
+        if idempotency is not None:
+            until = self.clock() + self.idempotency_ttl_s
+            sess.idempotency[idempotency.key] = (idempotency, until)
+        return sess.version
+
+    async def delete(self, sid: str) -> bool:
+        """False for an absent session, malformed ids included (they cannot exist)."""
+        try:
+            self._get(sid)
+        except NotFound:
+            return False
+        self._drop(sid)
+        return True
+
+    async def list(
+        self, cursor: str | None, limit: int, labels: Mapping[str, str] | None = None
+    ) -> tuple[list[SessionSummary], str | None]:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        after = keys.decode_cursor(cursor)
+        want = dict(labels or {})
+        start = 0 if after is None else bisect.bisect_right(self._order, after)
+        page: list[SessionSummary] = []
+        i = start
+        while i < len(self._order) and len(page) < limit:
+            sid = self._order[i]
+            try:
+                sess = self._get(sid)
+            except NotFound:  # expired: _get removed it from _order, do not advance
+                continue
+            i += 1
+            if all(sess.labels.get(k) == v for k, v in want.items()):
+                page.append(SessionSummary(sid, sess.version, sess.meta))
+        more = i < len(self._order)
+        return page, (keys.encode_cursor(self._order[i - 1]) if more else None)
+
+    async def get_idempotency(self, sid: str, key: str) -> IdempotencyRecord | None:
+        try:
+            sess = self._get(sid)
+        except NotFound:
+            return None
+        hit = sess.idempotency.get(key)
+        if hit is None:
+            return None
+        if hit[1] <= self.clock():
+            del sess.idempotency[key]
+            return None
+        return hit[0]

@@ -1,0 +1,175 @@
+"""A private `redis-server` per test run, so tests can kill and restart it at will.
+
+Never the system Redis on 6379: tests must not touch anyone's data, and a fault test
+needs a server it owns. `cluster=True` starts a one-node Redis Cluster that serves all
+16384 slots, which is enough to exercise the cluster client, hash tags and the
+same-slot rules of scripts and multi-key commands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import IO
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port(cluster: bool = False) -> int:
+    """A free TCP port; for a cluster node also its bus port (+10000), so at most 55535."""
+    if not cluster:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+    for _ in range(200):
+        port = random.randint(20000, 55535)
+        if _bindable(port) and _bindable(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def redis_server_binary() -> str:
+    path = shutil.which("redis-server")
+    if path is None:
+        raise RuntimeError(
+            "redis-server is not on PATH; the Redis tests need it and are never skipped. "
+            "Install it with `apt-get install -y redis-server` (or `brew install redis`)."
+        )
+    return path
+
+
+class RedisProc:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        appendonly: bool = False,
+        appendfsync: str = "everysec",
+        dir: str | Path | None = None,
+        cluster: bool = False,
+    ) -> None:
+        self.port = port or free_port(cluster)
+        self.appendonly = appendonly
+        self.appendfsync = appendfsync
+        self.cluster = cluster
+        self._own_dir = dir is None
+        self.dir = Path(dir) if dir is not None else Path(tempfile.mkdtemp(prefix="optd-redis-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _args(self) -> list[str]:
+        args = [
+            redis_server_binary(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--daemonize", "no",
+            "--dir", str(self.dir),
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", self.appendfsync,
+            "--protected-mode", "no",
+        ]  # fmt: skip
+        if self.cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        return args
+
+    def cli(self, *args: str) -> str:
+        """Run `redis-cli` against this server (for set-up steps, not for tests' assertions)."""
+        out = subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args],
+            capture_output=True,
+            timeout=5,
+            check=True,
+        )
+        return out.stdout.decode()
+
+    def start(self, timeout: float = 5.0) -> RedisProc:
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        self._log = open(self.dir / "redis.log", "ab")  # closed in _reap()
+        self.proc = subprocess.Popen(self._args(), stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited; see {self.dir / 'redis.log'}")
+            if self._ping():
+                break
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"redis-server did not answer PING within {timeout} s")
+            time.sleep(0.02)
+        if self.cluster:
+            self._serve_all_slots(deadline)
+        return self
+
+    def _ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def _serve_all_slots(self, deadline: float) -> None:
+        if "cluster_state:ok" not in self.cli("CLUSTER", "INFO"):
+            with contextlib.suppress(subprocess.CalledProcessError):
+                self.cli("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+        while "cluster_state:ok" not in self.cli("CLUSTER", "INFO"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("one-node cluster did not reach cluster_state:ok")
+            time.sleep(0.05)
+
+    def _reap(self, sig_kill: bool) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                (self.proc.kill if sig_kill else self.proc.terminate)()
+            self.proc.wait(timeout=10)
+            self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def stop(self) -> None:
+        """SIGTERM: Redis flushes the AOF and exits cleanly."""
+        self._reap(sig_kill=False)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash; whatever the AOF had not synced is lost."""
+        self._reap(sig_kill=True)
+
+    def restart(self) -> RedisProc:
+        """Same port and directory, so an AOF (or the cluster's nodes.conf) is reloaded."""
+        self.stop()
+        return self.start()
+
+    def cleanup(self) -> None:
+        self.kill()
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> RedisProc:
+        try:
+            return self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
