@@ -9,6 +9,8 @@ race reloads and recomputes, and nothing is ever applied twice or half.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import secrets
 import time
 import weakref
 from collections.abc import Callable, Mapping
@@ -28,6 +30,11 @@ from app.store.base import IdempotencyRecord, SessionStore, StoredSession
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 50
+DEFAULT_WAIT_S = 30.0  # sync mode: how long a step waits for its round by default
+INFLIGHT_TTL_S = 60.0  # an Idempotency-Key stays "in flight" at most this long after a crash
+LOCK_TTL_MS = 10_000  # the advisory step lock outlives a dead holder by at most this
+LOCK_WAIT_S = 10.0
+CONTENDED_S = 5.0  # after a lost compare-and-set, use the lock for this long
 
 
 @dataclass
@@ -36,6 +43,15 @@ class StepRequest:
     base_version: int | None = None
     worker: str | None = None
     loss: float | None = None
+
+
+@dataclass
+class BarrierPending:
+    """A sync-mode step whose round did not complete within `wait` (HTTP 202)."""
+
+    version: int
+    have: int
+    need: int
 
 
 @dataclass
@@ -68,6 +84,7 @@ class Engine:
         # instead of computing a step that would lose the compare-and-set anyway.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._configs: dict[bytes, ResolvedConfig] = {}
+        self._contended: dict[str, float] = {}  # sid -> until (monotonic)
 
     def lock(self, sid: str) -> asyncio.Lock:
         lock = self._locks.get(sid)
@@ -109,69 +126,138 @@ class Engine:
         if_match: int | None = None,
         idempotency_key: str | None = None,
         fingerprint: str = "",
+        wait: float = DEFAULT_WAIT_S,
+    ) -> StepOutcome | BarrierPending:
+        key = idempotency_key
+        if key is not None:
+            record = await self.store.claim_idempotency(sid, key, fingerprint, INFLIGHT_TTL_S)
+            if record is not None:
+                return await self._replay(sid, record, fingerprint)
+        recorded = False
+        try:
+            stored, meta = await self.load(sid)
+            if meta.options.mode == "sync":
+                from app.sync import sync_step  # sync imports the engine's types
+
+                return await sync_step(self, sid, stored, meta, req, if_match, wait)
+            out = await self._step_async(sid, req, stored, meta, if_match, key, fingerprint)
+            recorded = key is not None
+            return out
+        finally:
+            if key is not None and not recorded:
+                # the request failed (or sync mode, where the worker id dedups): free the key
+                with contextlib.suppress(Exception):
+                    await self.store.release_idempotency(sid, key, fingerprint)
+
+    async def _step_async(
+        self,
+        sid: str,
+        req: StepRequest,
+        stored: StoredSession | None,
+        meta: SessionMeta,
+        if_match: int | None,
+        key: str | None,
+        fingerprint: str,
     ) -> StepOutcome:
-        if idempotency_key is not None:
-            replay = await self._replay(sid, idempotency_key, fingerprint)
-            if replay is not None:
-                return replay
+        # Lock order: this process's asyncio lock, then the cross-process advisory lock.
         async with self.lock(sid):
-            for _ in range(MAX_ATTEMPTS):
-                stored, meta = await self.load(sid)
-                if if_match is not None and stored.version != if_match:
-                    raise PreconditionFailed(
-                        f"If-Match {if_match} but the session is at version {stored.version}",
-                        current_version=stored.version,
-                    )
-                staleness = self._staleness(meta, stored.version, req.base_version)
-                cfg = self.resolve(meta.config)
-                scale = 1.0
-                if staleness and meta.options.staleness_lr == "inverse":
-                    scale = 1.0 / (1 + staleness)
-                state = meta.state(stored.slots)
-                t0 = time.perf_counter()
-                info: StepInfo = await self.compute(
-                    meta.layout.total, _apply, cfg, meta, state, req.grads, scale
-                )
-                self.metrics.phase("compute", time.perf_counter() - t0)
-                meta.step = info.step
-                if req.loss is not None:
-                    meta.last_loss = req.loss
-                meta.updated_at = time.time()
-                outcome = StepOutcome(
-                    stored.version + 1, info.step, info.lr, info.grad_norm, staleness, info.updated
-                )
-                record = None
-                if idempotency_key is not None:
-                    body = orjson.dumps({**outcome.summary(), "updated": list(info.updated)})
-                    record = IdempotencyRecord(idempotency_key, fingerprint, body)
-                t0 = time.perf_counter()
-                try:
-                    outcome.version = await self.store.commit(
-                        sid,
-                        stored.version,
-                        meta.to_bytes(),
-                        state.slots,
-                        record,
-                        meta.options.ttl_s,
-                    )
-                except Conflict:
-                    self.metrics.conflicts.inc()
-                    if if_match is not None:
-                        raise PreconditionFailed(
-                            "the session changed while this step was computed",
-                            current_version=if_match + 1,
-                        ) from None
-                    continue
-                self.metrics.phase("commit", time.perf_counter() - t0)
-                self.metrics.steps.inc()
-                if staleness is not None:
-                    self.metrics.staleness.observe(staleness)
-                outcome.params = {s.name: state.view(PARAM, s.name) for s in meta.layout.specs}
-                return outcome
+            contended = self._contended.get(sid, 0) > time.monotonic()
+            token = await self._acquire(sid) if contended else None
+            try:
+                for _ in range(MAX_ATTEMPTS):
+                    if stored is None:
+                        stored, meta = await self.load(sid)
+                    try:
+                        return await self._attempt(
+                            sid, req, stored, meta, if_match, key, fingerprint
+                        )
+                    except Conflict:
+                        self.metrics.conflicts.inc()
+                        if if_match is not None:
+                            raise PreconditionFailed(
+                                "the session changed while this step was computed",
+                                current_version=if_match + 1,
+                            ) from None
+                        # Another process won the compare-and-set: take the advisory lock
+                        # for the retries and for this session's next steps, so contended
+                        # writers queue instead of computing steps that lose.
+                        if len(self._contended) > 10_000:
+                            self._contended.clear()
+                        self._contended[sid] = time.monotonic() + CONTENDED_S
+                        if token is None:
+                            token = await self._acquire(sid)
+                        stored = None
+            finally:
+                if token is not None:
+                    with contextlib.suppress(Exception):
+                        await self.store.unlock(sid, token)
         raise Conflict(
             f"the session changed {MAX_ATTEMPTS} times while this step was computed; retry",
             retry_after=1,
         )
+
+    async def _acquire(self, sid: str) -> str | None:
+        """The advisory lock, or None after LOCK_WAIT_S (then the compare-and-set alone
+        keeps the step correct; a dead holder's lock expires after LOCK_TTL_MS)."""
+        token = secrets.token_hex(8)
+        deadline = time.monotonic() + LOCK_WAIT_S
+        pause = 0.001
+        while True:
+            if await self.store.try_lock(sid, token, LOCK_TTL_MS):
+                return token
+            if time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.02)
+
+    async def _attempt(
+        self,
+        sid: str,
+        req: StepRequest,
+        stored: StoredSession,
+        meta: SessionMeta,
+        if_match: int | None,
+        key: str | None,
+        fingerprint: str,
+    ) -> StepOutcome:
+        if if_match is not None and stored.version != if_match:
+            raise PreconditionFailed(
+                f"If-Match {if_match} but the session is at version {stored.version}",
+                current_version=stored.version,
+            )
+        staleness = self._staleness(meta, stored.version, req.base_version)
+        cfg = self.resolve(meta.config)
+        scale = 1.0
+        if staleness and meta.options.staleness_lr == "inverse":
+            scale = 1.0 / (1 + staleness)
+        state = meta.state(stored.slots)
+        t0 = time.perf_counter()
+        info: StepInfo = await self.compute(
+            meta.layout.total, _apply, cfg, meta, state, req.grads, scale
+        )
+        self.metrics.phase("compute", time.perf_counter() - t0)
+        meta.step = info.step
+        meta.last_lr, meta.last_grad_norm = info.lr, info.grad_norm
+        if req.loss is not None:
+            meta.last_loss = req.loss
+        meta.updated_at = time.time()
+        outcome = StepOutcome(
+            stored.version + 1, info.step, info.lr, info.grad_norm, staleness, info.updated
+        )
+        record = None
+        if key is not None:
+            body = orjson.dumps({**outcome.summary(), "updated": list(info.updated)})
+            record = IdempotencyRecord(key, fingerprint, body)
+        t0 = time.perf_counter()
+        outcome.version = await self.store.commit(
+            sid, stored.version, meta.to_bytes(), state.slots, record, meta.options.ttl_s
+        )
+        self.metrics.phase("commit", time.perf_counter() - t0)
+        self.metrics.steps.inc()
+        if staleness is not None:
+            self.metrics.staleness.observe(staleness)
+        outcome.params = {s.name: state.view(PARAM, s.name) for s in meta.layout.specs}
+        return outcome
 
     def _staleness(self, meta: SessionMeta, version: int, base: int | None) -> int | None:
         if base is None:
@@ -193,16 +279,13 @@ class Engine:
             )
         return staleness
 
-    async def _replay(self, sid: str, key: str, fingerprint: str) -> StepOutcome | None:
-        record = await self.store.get_idempotency(sid, key)
-        if record is None:
-            return None
+    async def _replay(self, sid: str, record: IdempotencyRecord, fingerprint: str) -> StepOutcome:
         if record.fingerprint != fingerprint:
             raise IdempotencyMismatch(
-                f"Idempotency-Key {key!r} was used for another request body; use a new key"
+                f"Idempotency-Key {record.key!r} was used for another request body; use a new key"
             )
         d = orjson.loads(record.response)
-        stored, meta = await self.load(sid)
+        stored, meta = await self.load(sid, [PARAM])
         state = meta.state(stored.slots)
         return StepOutcome(
             d["version"],

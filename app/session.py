@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.optim import Layout, OptimConfig, OptimState
 from app.problems import InvalidConfig
@@ -25,12 +25,18 @@ class SessionOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["async"] = Field("async", description="sync barriers: not yet available")
-    workers: int | None = Field(None, ge=1)
+    mode: Literal["async", "sync"] = Field("async", description="DESIGN §4")
+    workers: int | None = Field(None, ge=1, description="sync mode: gradients per round")
     max_staleness: int | None = Field(None, ge=0)
     staleness_lr: Literal["none", "inverse"] = "none"
     labels: dict[str, str] = Field(default_factory=dict)
     ttl_s: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _sync_needs_workers(self) -> Self:
+        if self.mode == "sync" and self.workers is None:
+            raise ValueError("mode 'sync' needs workers: the number of gradients per round")
+        return self
 
 
 @dataclass
@@ -42,6 +48,8 @@ class SessionMeta:
     scalars: dict[str, np.ndarray]
     step: int = 0
     last_loss: float | None = None
+    last_lr: float | None = None  # of the last step (sync results report them)
+    last_grad_norm: float | None = None
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
 
@@ -56,6 +64,8 @@ class SessionMeta:
                 "scalars": self.scalars,
                 "step": self.step,
                 "last_loss": self.last_loss,
+                "last_lr": self.last_lr,
+                "last_grad_norm": self.last_grad_norm,
                 "created_at": self.created_at,
                 "updated_at": self.updated_at,
             },
@@ -77,6 +87,8 @@ class SessionMeta:
             },
             step=d["step"],
             last_loss=d["last_loss"],
+            last_lr=d.get("last_lr"),
+            last_grad_norm=d.get("last_grad_norm"),
             created_at=d["created_at"],
             updated_at=d["updated_at"],
         )

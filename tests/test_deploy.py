@@ -8,8 +8,9 @@ from pathlib import Path
 
 import yaml
 
+from tests.procs import start, stop
 from tests.redisproc import RedisProc
-from tests.test_serve import start, stop, train_toy
+from tests.test_serve import train_toy
 
 ROOT = Path(__file__).resolve().parent.parent
 

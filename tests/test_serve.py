@@ -5,48 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
+from tests.procs import ROOT, start, stop
 from tests.redisproc import RedisProc, free_port
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def start(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], str]:
-    port = free_port()
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("OPTD_")} | env
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), *args],
-        env=full_env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"optd serve exited: {proc.stdout.read() if proc.stdout else ''}")
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("optd serve did not become ready in 20 s")
-
-
-def stop(proc: subprocess.Popen[str]) -> str:
-    proc.terminate()
-    out, _ = proc.communicate(timeout=20)
-    return out
 
 
 def train_toy(url: str) -> float:

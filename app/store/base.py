@@ -92,3 +92,32 @@ class SessionStore(Protocol):
         and the cursor of the next page (None at the end)."""
 
     async def get_idempotency(self, sid: str, key: str) -> IdempotencyRecord | None: ...
+
+    # --- coordination between API processes (DESIGN §3 idempotency, §4 many workers) ---
+
+    async def claim_idempotency(
+        self, sid: str, key: str, fingerprint: str, ttl_s: float
+    ) -> IdempotencyRecord | None:
+        """Atomically: a completed record is returned (replay); a request still in flight
+        under this key raises `Conflict(in_flight=True)` (or `IdempotencyMismatch` if its
+        body differs); otherwise mark the key in flight for `ttl_s` and return None. The
+        commit that carries the record replaces the marker in the same atomic write."""
+
+    async def release_idempotency(self, sid: str, key: str, fingerprint: str) -> None:
+        """Drop our in-flight marker after a request failed without committing."""
+
+    async def try_lock(self, sid: str, token: str, ttl_ms: int) -> bool:
+        """Advisory per-session lock (saves wasted compute under contention; the
+        version compare-and-set, not the lock, is what keeps steps correct)."""
+
+    async def unlock(self, sid: str, token: str) -> None: ...
+
+    async def barrier_add(
+        self, sid: str, version: int, worker: str, blob: bytes, ttl_s: int
+    ) -> tuple[int, bool]:
+        """Add a worker's gradient to the sync round on top of `version` unless that worker
+        already sent one. Returns (distinct workers in the round, whether this one was new)."""
+
+    async def barrier_get(self, sid: str, version: int) -> dict[str, bytes]: ...
+
+    async def barrier_clear(self, sid: str, version: int) -> None: ...

@@ -10,7 +10,11 @@ Layout (the `{...}` part is the Redis Cluster hash tag):
     optd:{<sid>}:meta                          hash: version, inc, tok, meta, labels,
                                                slots, created_at
     optd:{<sid>}:slot:<slot>:<token>:<chunk>   string: one chunk of a flat LE array
-    optd:{<sid>}:idem:<sha256(key)>            string: an idempotency record (own TTL)
+    optd:{<sid>}:idem:<sha256(key)>            string: an idempotency record (own TTL), or
+                                               `inflight:<fingerprint>` while it runs
+    optd:{<sid>}:lock                          string: advisory step lock (token, PX ttl)
+    optd:{<sid>}:barrier:<version>             hash: worker -> gradient (safetensors), the
+                                               open sync round on top of <version>
     optd:index:{<shard>}                       sorted set, score 0, members = sids
 
 `slots` in meta is JSON `{slot: [dtype, length, nchunks, token, nbytes]}`. `token` is
@@ -94,6 +98,17 @@ def chunk_key(sid: str, slot: str, token: str, chunk: int) -> str:
 def idem_key(sid: str, key: str) -> str:
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
     return f"{session_prefix(sid)}idem:{digest}"
+
+
+def lock_key(sid: str) -> str:
+    return session_prefix(sid) + "lock"
+
+
+def barrier_key(sid: str, version: int) -> str:
+    return session_prefix(sid) + f"barrier:{int(version)}"
+
+
+INFLIGHT = b"inflight:"
 
 
 def index_shard(sid: str) -> int:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.problems import Conflict, NotFound
+from app.problems import Conflict, IdempotencyMismatch, NotFound
 from app.store import keys
 from app.store.base import IdempotencyRecord, SessionSummary, StoredSession
 
@@ -28,6 +28,9 @@ class _Session:
     labels: dict[str, str]
     expires_at: float | None
     idempotency: dict[str, tuple[IdempotencyRecord, float]] = field(default_factory=dict)
+    inflight: dict[str, tuple[str, float]] = field(default_factory=dict)  # key -> (fp, until)
+    lock: tuple[str, float] | None = None
+    barriers: dict[int, dict[str, bytes]] = field(default_factory=dict)
 
 
 def _own(slots: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -126,6 +129,7 @@ class MemoryStore:
         if idempotency is not None:
             until = self.clock() + self.idempotency_ttl_s
             sess.idempotency[idempotency.key] = (idempotency, until)
+            sess.inflight.pop(idempotency.key, None)
         return sess.version
 
     async def delete(self, sid: str) -> bool:
@@ -171,3 +175,60 @@ class MemoryStore:
             del sess.idempotency[key]
             return None
         return hit[0]
+
+    async def claim_idempotency(
+        self, sid: str, key: str, fingerprint: str, ttl_s: float
+    ) -> IdempotencyRecord | None:
+        done = await self.get_idempotency(sid, key)
+        if done is not None:
+            return done
+        sess = self._get(sid)
+        now = self.clock()
+        held = sess.inflight.get(key)
+        if held is not None and held[1] > now:
+            if held[0] != fingerprint:
+                raise IdempotencyMismatch(
+                    f"Idempotency-Key {key!r} is in use for another request body"
+                )
+            raise Conflict(
+                f"a request with Idempotency-Key {key!r} is still in flight; retry shortly",
+                in_flight=True,
+                retry_after=1,
+            )
+        sess.inflight[key] = (fingerprint, now + ttl_s)
+        return None
+
+    async def release_idempotency(self, sid: str, key: str, fingerprint: str) -> None:
+        sess = self._sessions.get(sid)
+        if sess is not None and sess.inflight.get(key, ("",))[0] == fingerprint:
+            del sess.inflight[key]
+
+    async def try_lock(self, sid: str, token: str, ttl_ms: int) -> bool:
+        sess = self._get(sid)
+        now = self.clock()
+        if sess.lock is not None and sess.lock[1] > now and sess.lock[0] != token:
+            return False
+        sess.lock = (token, now + ttl_ms / 1000)
+        return True
+
+    async def unlock(self, sid: str, token: str) -> None:
+        sess = self._sessions.get(sid)
+        if sess is not None and sess.lock is not None and sess.lock[0] == token:
+            sess.lock = None
+
+    async def barrier_add(
+        self, sid: str, version: int, worker: str, blob: bytes, ttl_s: int
+    ) -> tuple[int, bool]:
+        round_ = self._get(sid).barriers.setdefault(version, {})
+        added = worker not in round_
+        if added:
+            round_[worker] = bytes(blob)
+        return len(round_), added
+
+    async def barrier_get(self, sid: str, version: int) -> dict[str, bytes]:
+        return dict(self._get(sid).barriers.get(version, {}))
+
+    async def barrier_clear(self, sid: str, version: int) -> None:
+        sess = self._sessions.get(sid)
+        if sess is not None:
+            sess.barriers.pop(version, None)

@@ -34,12 +34,14 @@ from redis.exceptions import ConnectionError, RedisClusterException, RedisError
 from app.problems import Conflict, NotFound, StoreUnavailable
 from app.store import keys
 from app.store.base import IdempotencyRecord, SessionSummary, StoredSession
+from app.store.redis_coord import RedisCoordination
 from app.store.slotcache import Entry, SlotCache, decode, fresh, pack
 
 MAX_CHUNK_BYTES = 512 * 2**20 - 2**20  # Redis refuses string values of 512 MB and more
 PENDING_TTL_S = 600  # chunks SET ahead of their script; it settles them, or they expire
 INLINE_BYTES = 64 * 2**10  # slots smaller than this come back inside the load script
-_SCRIPTS = ("load", "delete", "idem_get")  # EVALSHA; create and commit are EVAL in MULTI
+_SCRIPTS = ("load", "delete", "idem_get", *RedisCoordination.SCRIPTS)  # EVALSHA
+# create and commit are EVAL inside MULTI
 
 
 def _safe_url(url: str) -> str:
@@ -48,7 +50,7 @@ def _safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-class RedisStore:
+class RedisStore(RedisCoordination):
     kind = "redis"
 
     def __init__(
@@ -310,7 +312,7 @@ class RedisStore:
             return None
         mkey = keys.meta_key(sid)
         value = await self._run("idem_get", [mkey, keys.idem_key(sid, key)], [])
-        if value is None:
+        if value is None or value.startswith(keys.INFLIGHT):
             return None
         fingerprint, response = keys.decode_idempotency(value)
         return IdempotencyRecord(key, fingerprint, response)

@@ -15,13 +15,14 @@ from app.api.transport import (
     decode_json_tensors,
     decode_safetensors,
     etag,
+    json_response,
     parse_json_object,
     read_body,
     request_format,
     response_format,
     tensor_response,
 )
-from app.engine import StepRequest
+from app.engine import DEFAULT_WAIT_S, BarrierPending, StepRequest
 from app.problems import InvalidBody
 
 router = APIRouter(prefix="/v1/sessions", tags=["step"])
@@ -62,6 +63,19 @@ def _loss(value: Any) -> float | None:
     if loss is None or not math.isfinite(loss):
         raise InvalidBody(f"loss must be a finite number, got {value!r}")
     return loss
+
+
+def _wait(value: str | None) -> float:
+    """?wait=S: how long a sync-mode step may wait for its round (default 30 s)."""
+    if value is None:
+        return DEFAULT_WAIT_S
+    try:
+        wait = float(value)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait < math.inf:
+        raise InvalidBody(f"?wait= takes a number of seconds >= 0, got {value!r}")
+    return wait
 
 
 def _worker(value: Any) -> str | None:
@@ -105,6 +119,7 @@ async def step(
     ret = request.query_params.get("return", "all")
     if ret not in ("all", "updated"):
         raise InvalidBody("?return= takes 'all' or 'updated'")
+    wait = _wait(request.query_params.get("wait"))
     minimal = "return=minimal" in request.headers.get("prefer", "")
     fmt = None if minimal else response_format(request)  # 406 before any work
     body = await read_body(request, settings)
@@ -122,8 +137,11 @@ async def step(
         fingerprint = h.hexdigest()
     engine.metrics.phase("decode", time.perf_counter() - t0)
     out = await engine.step(
-        sid, req, if_match=if_match, idempotency_key=key, fingerprint=fingerprint
+        sid, req, if_match=if_match, idempotency_key=key, fingerprint=fingerprint, wait=wait
     )
+    if isinstance(out, BarrierPending):
+        status = {"version": out.version, "have": out.have, "need": out.need}
+        return json_response({"barrier": status}, status=202, headers={"Retry-After": "1"})
     t1 = time.perf_counter()
     headers = {
         "ETag": etag(out.version),

@@ -1,0 +1,169 @@
+"""Sync mode (DESIGN §4): N workers' gradients for one version, averaged, applied once.
+
+A round is the set of gradients sent for `base_version` = the session's version. Each
+contribution is stored in the store under (session, version, worker), so any API
+process may receive any worker. The request that brings the round to N closes it:
+it averages the contributions and commits one step with the usual compare-and-set on
+the version. Every waiting request then sees the version move and answers with the
+same new parameters. A request that waited in vain gets 202 with the round's status;
+`GET .../params?min_version=` picks up the result later.
+
+The mean is exact and order-fixed: contributions (already in the state dtype) are
+summed in float64 in worker-id order, divided by the number of contributions, and
+converted to the state dtype, so N workers give the same bits as one worker sending
+that mean. A parameter a worker did not send counts as a zero gradient from it (as
+DDP treats unused parameters); parameters no worker sent are not stepped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from app.codec import safetensors
+from app.optim import PARAM, assemble_grads, run_step
+from app.optim.state import TensorSpec
+from app.problems import (
+    Conflict,
+    InvalidBody,
+    InvalidTensor,
+    PreconditionFailed,
+    StaleGradient,
+)
+from app.session import SessionMeta
+from app.store.base import StoredSession
+
+if TYPE_CHECKING:
+    from app.engine import BarrierPending, Engine, StepOutcome, StepRequest
+
+POLL_S = 0.01
+RECOVER_AFTER_S = 1.0  # a full round still open after this: its closer died, close it here
+ROUND_TTL_S = 86_400  # an abandoned round's gradients expire (or with the session's TTL)
+
+
+async def sync_step(
+    engine: Engine,
+    sid: str,
+    stored: StoredSession,
+    meta: SessionMeta,
+    req: StepRequest,
+    if_match: int | None,
+    wait: float,
+) -> StepOutcome | BarrierPending:
+    from app.engine import BarrierPending
+
+    need = meta.options.workers or 1
+    if req.worker is None:
+        raise InvalidBody("sync mode: every step needs a worker id (`worker` / Optd-Worker)")
+    version = stored.version
+    if if_match is not None and if_match != version:
+        raise PreconditionFailed(
+            f"If-Match {if_match} but the session is at version {version}",
+            current_version=version,
+        )
+    base = version if req.base_version is None else req.base_version
+    if base > version:
+        raise Conflict(
+            f"base_version {base} is ahead of the session's version {version}",
+            current_version=version,
+        )
+    cfg = engine.resolve(meta.config)
+    flat, stepped = assemble_grads(meta.layout, req.grads, cfg.dtype)  # validates names/shapes
+    for spec in _specs(meta, stepped):
+        if not np.isfinite(flat[spec.offset : spec.offset + spec.size]).all():
+            raise InvalidTensor(
+                f"grads: {spec.name!r} contains NaN or Inf; a sync round refuses it for everyone",
+                errors=[{"loc": f"grads.{spec.name}", "msg": "non-finite value"}],
+            )
+    if base < version:
+        # The round on `base` is closed. The same worker asking again is a replay.
+        if base == version - 1 and req.worker in await engine.store.barrier_get(sid, base):
+            return await _result(engine, sid, base)
+        raise StaleGradient(
+            f"the sync round on version {base} is closed (the session is at {version}); "
+            "fetch the params and send the gradient for the current version",
+            current_version=version,
+        )
+    blob = safetensors.encode(
+        {s.name: flat[s.offset : s.offset + s.size] for s in _specs(meta, stepped)}
+    )
+    ttl = meta.options.ttl_s or ROUND_TTL_S
+    have, _ = await engine.store.barrier_add(sid, base, req.worker, blob, ttl)
+    if have >= need:
+        await close_round(engine, sid, base)
+    deadline = time.monotonic() + min(wait, engine.settings.max_wait_s)
+    full_since = time.monotonic() if have >= need else None
+    while True:
+        current = (await engine.store.load(sid, [])).version
+        if current > base:
+            return await _result(engine, sid, base)
+        now = time.monotonic()
+        if now >= deadline:
+            have = len(await engine.store.barrier_get(sid, base))
+            return BarrierPending(base, have, need)
+        if full_since is None:
+            if len(await engine.store.barrier_get(sid, base)) >= need:
+                full_since = now
+        elif now - full_since > RECOVER_AFTER_S:
+            await close_round(engine, sid, base)
+            full_since = now
+        await asyncio.sleep(POLL_S)
+
+
+async def close_round(engine: Engine, sid: str, base: int) -> None:
+    """Average the round's contributions and commit them as one step on `base`. Safe to
+    call from many processes at once: the version compare-and-set admits one."""
+    async with engine.lock(sid):
+        stored, meta = await engine.load(sid)
+        if stored.version != base:
+            return
+        contributions = await engine.store.barrier_get(sid, base)
+        if len(contributions) < (meta.options.workers or 1):
+            return
+        cfg = engine.resolve(meta.config)
+        layout = meta.layout
+        acc = np.zeros(layout.total, dtype=np.float64)
+        touched = np.zeros(len(layout.specs), dtype=bool)
+        for worker in sorted(contributions):
+            tensors, _ = safetensors.decode(contributions[worker])
+            for name, arr in tensors.items():
+                i = layout.index[name]
+                spec = layout.specs[i]
+                acc[spec.offset : spec.offset + spec.size] += arr.reshape(-1)
+                touched[i] = True
+        acc /= len(contributions)
+        grad = acc.astype(cfg.dtype)
+        stepped = np.flatnonzero(touched)
+        state = meta.state(stored.slots)
+        info = await engine.compute(layout.total, run_step, cfg, state, grad, stepped, meta.step)
+        meta.step = info.step
+        meta.last_lr, meta.last_grad_norm = info.lr, info.grad_norm
+        meta.updated_at = time.time()
+        try:
+            await engine.store.commit(
+                sid, base, meta.to_bytes(), state.slots, None, meta.options.ttl_s
+            )
+        except Conflict:
+            return  # another process closed it
+        engine.metrics.steps.inc()
+        if base > 0:
+            # keep this round (replays of its workers); the one before is no longer needed
+            await engine.store.barrier_clear(sid, base - 1)
+
+
+async def _result(engine: Engine, sid: str, base: int) -> StepOutcome:
+    from app.engine import StepOutcome
+
+    stored, meta = await engine.load(sid, [PARAM])
+    state = meta.state(stored.slots)
+    names = tuple(s.name for s in meta.layout.specs)
+    params = {n: state.view(PARAM, n) for n in names}
+    lr, norm = meta.last_lr or 0.0, meta.last_grad_norm or 0.0
+    return StepOutcome(stored.version, meta.step, lr, norm, 0, names, params)
+
+
+def _specs(meta: SessionMeta, stepped: np.ndarray) -> list[TensorSpec]:
+    return [meta.layout.specs[i] for i in stepped]
