@@ -30,6 +30,8 @@ def _serve(args: argparse.Namespace) -> int:
             os.environ[env] = str(value)
     if args.redis_cluster:
         os.environ["OPTD_REDIS_CLUSTER"] = "1"
+    if args.redis_wait_replicas is not None:
+        os.environ["OPTD_REDIS_WAIT_REPLICAS"] = str(args.redis_wait_replicas)
     settings = Settings()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -75,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, help="worker processes (OPTD_WORKERS)")
     serve.add_argument("--redis-url", help="Redis URL (OPTD_REDIS_URL); unset = embedded store")
     serve.add_argument("--redis-cluster", action="store_true", help="OPTD_REDIS_CLUSTER=1")
+    serve.add_argument(
+        "--redis-wait-replicas",
+        type=int,
+        help="OPTD_REDIS_WAIT_REPLICAS: acknowledge a step once N replicas have it",
+    )
     serve.add_argument("--max-body-mb", type=float, help="OPTD_MAX_BODY_MB (default 512)")
     serve.add_argument("--log-level", help="OPTD_LOG_LEVEL (default info)")
     sub.add_parser("version", help="print the version")

@@ -31,7 +31,7 @@ from app.store.base import IdempotencyRecord, SessionStore, StoredSession
 T = TypeVar("T")
 MAX_ATTEMPTS = 50
 DEFAULT_WAIT_S = 30.0  # sync mode: how long a step waits for its round by default
-INFLIGHT_TTL_S = 60.0  # an Idempotency-Key stays "in flight" at most this long after a crash
+INFLIGHT_TTL_S = 30.0  # an Idempotency-Key stays "in flight" at most this long after a crash
 LOCK_TTL_MS = 10_000  # the advisory step lock outlives a dead holder by at most this
 LOCK_WAIT_S = 10.0
 CONTENDED_S = 5.0  # after a lost compare-and-set, use the lock for this long
@@ -43,6 +43,10 @@ class StepRequest:
     base_version: int | None = None
     worker: str | None = None
     loss: float | None = None
+
+
+class LostRace(Exception):
+    """The commit's compare-and-set failed: another writer moved the version first."""
 
 
 @dataclass
@@ -171,7 +175,7 @@ class Engine:
                         return await self._attempt(
                             sid, req, stored, meta, if_match, key, fingerprint
                         )
-                    except Conflict:
+                    except LostRace:
                         self.metrics.conflicts.inc()
                         if if_match is not None:
                             raise PreconditionFailed(
@@ -249,9 +253,12 @@ class Engine:
             body = orjson.dumps({**outcome.summary(), "updated": list(info.updated)})
             record = IdempotencyRecord(key, fingerprint, body)
         t0 = time.perf_counter()
-        outcome.version = await self.store.commit(
-            sid, stored.version, meta.to_bytes(), state.slots, record, meta.options.ttl_s
-        )
+        try:
+            outcome.version = await self.store.commit(
+                sid, stored.version, meta.to_bytes(), state.slots, record, meta.options.ttl_s
+            )
+        except Conflict:
+            raise LostRace() from None
         self.metrics.phase("commit", time.perf_counter() - t0)
         self.metrics.steps.inc()
         if staleness is not None:

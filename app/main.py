@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, store: SessionStore | None = No
             chunk_bytes=settings.chunk_mb * 2**20,
             cache_bytes=settings.cache_mb * 2**20,
             idempotency_ttl_s=settings.idempotency_ttl_s,
+            wait_replicas=settings.redis_wait_replicas,
         )
         log.info(describe_store(settings) if own else f"store: {s.kind} (provided)")
         await s.ping()  # refuse to start against an unreachable Redis

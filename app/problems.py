@@ -22,6 +22,8 @@ class Problem(Exception):
         self.detail = detail
         self.extra = extra
         self.headers: dict[str, str] = {}
+        if "retry_after" in extra:
+            self.headers["Retry-After"] = str(extra["retry_after"])
 
     @property
     def type(self) -> str:
@@ -99,7 +101,6 @@ class StoreUnavailable(Problem):
 
     def __init__(self, detail: str, retry_after: int = 1, **extra: Any) -> None:
         super().__init__(detail, retry_after=retry_after, **extra)
-        self.headers["Retry-After"] = str(retry_after)
 
 
 ALL_PROBLEMS: tuple[type[Problem], ...] = (

@@ -50,6 +50,7 @@ class SessionMeta:
     last_loss: float | None = None
     last_lr: float | None = None  # of the last step (sync results report them)
     last_grad_norm: float | None = None
+    create_fingerprint: str | None = None  # of a create sent with an Idempotency-Key
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
 
@@ -66,6 +67,7 @@ class SessionMeta:
                 "last_loss": self.last_loss,
                 "last_lr": self.last_lr,
                 "last_grad_norm": self.last_grad_norm,
+                "create_fingerprint": self.create_fingerprint,
                 "created_at": self.created_at,
                 "updated_at": self.updated_at,
             },
@@ -89,6 +91,7 @@ class SessionMeta:
             last_loss=d["last_loss"],
             last_lr=d.get("last_lr"),
             last_grad_norm=d.get("last_grad_norm"),
+            create_fingerprint=d.get("create_fingerprint"),
             created_at=d["created_at"],
             updated_at=d["updated_at"],
         )

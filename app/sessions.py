@@ -12,9 +12,15 @@ from pydantic import ValidationError
 from app.engine import Engine
 from app.optim import PARAM, Layout, OptimState, parse_config
 from app.optim.base import validation_problem
-from app.problems import Conflict, InvalidConfig, InvalidTensor, PreconditionFailed
+from app.problems import (
+    Conflict,
+    IdempotencyMismatch,
+    InvalidConfig,
+    InvalidTensor,
+    PreconditionFailed,
+)
 from app.session import SessionMeta, SessionOptions
-from app.store.keys import new_sid
+from app.store.keys import new_sid, sid_for_key
 
 CONFIG_KEYS = (
     "optimizer",
@@ -76,8 +82,14 @@ def check_values(what: str, tensors: Mapping[str, np.ndarray], dtype: Any) -> No
 
 
 async def create(
-    engine: Engine, body: Mapping[str, Any], params: Mapping[str, np.ndarray]
-) -> tuple[str, int, SessionMeta]:
+    engine: Engine,
+    body: Mapping[str, Any],
+    params: Mapping[str, np.ndarray],
+    idempotency: tuple[str, str] | None = None,
+) -> tuple[str, int, SessionMeta, bool]:
+    """A new session, or — for a retried create with the same Idempotency-Key — the one
+    that key already created (its id is derived from the key, so no extra record is
+    needed). Returns (id, version, meta, replayed)."""
     raw_config, options = split_body(body)
     config = parse_config(raw_config)
     cfg = config.resolve()
@@ -91,9 +103,21 @@ async def create(
     state = OptimState.create(layout, cfg.optimizer, cfg.group_hps, cfg.slot_names(), flat)
     meta = SessionMeta(config, options, layout, state.steps, state.scalars)
     sid = new_sid()
-    await engine.store.create(sid, meta.to_bytes(), state.slots, options.labels, options.ttl_s)
+    if idempotency is not None:
+        sid, meta.create_fingerprint = sid_for_key(idempotency[0]), idempotency[1]
+    try:
+        await engine.store.create(sid, meta.to_bytes(), state.slots, options.labels, options.ttl_s)
+    except Conflict:
+        if idempotency is None:
+            raise
+        stored, existing = await engine.load(sid, [])
+        if existing.create_fingerprint != idempotency[1]:
+            raise IdempotencyMismatch(
+                f"Idempotency-Key {idempotency[0]!r} created a session from another body"
+            ) from None
+        return sid, stored.version, existing, True
     engine.metrics.sessions_created.inc()
-    return sid, 0, meta
+    return sid, 0, meta, False
 
 
 def describe(sid: str, version: int, meta: SessionMeta) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import pytest
 
 from app.store import MemoryStore, RedisStore, SessionStore
 from tests.helpers import close_loop, run
+from tests.redis_cluster import LocalCluster
 from tests.redisproc import RedisProc
 
 
@@ -31,7 +32,14 @@ def redis_proc() -> Iterator[RedisProc]:
         yield proc
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    """A private 3-master, 3-replica Redis Cluster for the whole run."""
+    with LocalCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -42,11 +50,16 @@ def make_store(
 ) -> Iterator[Callable[..., SessionStore]]:
     opened: list[SessionStore] = []
     proc: RedisProc | None = None
+    cluster = store_kind == "cluster"
     if store_kind == "redis":
         proc = request.getfixturevalue("redis_proc")
         flusher = RedisStore.connect(proc.url)
         run(flusher.client.flushall())
         run(flusher.close())
+    elif cluster:
+        lc: LocalCluster = request.getfixturevalue("redis_cluster")
+        lc.flushall()
+        proc = lc.nodes[0]
 
     def make(**kw: Any) -> SessionStore:
         store: SessionStore
@@ -55,7 +68,7 @@ def make_store(
             kw.pop("cache_bytes", None)
             store = MemoryStore(**kw)
         else:
-            store = RedisStore.connect(proc.url, **kw)
+            store = RedisStore.connect(proc.url, cluster=cluster, **kw)
         opened.append(store)
         return store
 

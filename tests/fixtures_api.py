@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from app.core.config import Settings
 from app.main import create_app
+from tests.redis_cluster import LocalCluster
 from tests.redisproc import RedisProc
 
 
@@ -26,6 +27,10 @@ def settings(store_kind: str, request: pytest.FixtureRequest) -> Settings:
         with redis.Redis.from_url(proc.url) as r:
             r.flushall()
         return Settings(redis_url=proc.url)
+    if store_kind == "cluster":
+        cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+        cluster.flushall()
+        return Settings(redis_url=cluster.url, redis_cluster=True)
     return Settings(redis_url=None)
 
 

@@ -60,8 +60,12 @@ class RedisProc:
         appendfsync: str = "everysec",
         dir: str | Path | None = None,
         cluster: bool = False,
+        node_timeout_ms: int = 1000,
+        serve_all_slots: bool = True,
     ) -> None:
         self.port = port or free_port(cluster)
+        self.node_timeout_ms = node_timeout_ms
+        self.serve_all_slots = serve_all_slots  # False: a node of a multi-node cluster
         self.appendonly = appendonly
         self.appendfsync = appendfsync
         self.cluster = cluster
@@ -87,7 +91,11 @@ class RedisProc:
             "--protected-mode", "no",
         ]  # fmt: skip
         if self.cluster:
-            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            args += [
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", str(self.node_timeout_ms),
+            ]  # fmt: skip
         return args
 
     def cli(self, *args: str) -> str:
@@ -115,7 +123,7 @@ class RedisProc:
                 self.kill()
                 raise RuntimeError(f"redis-server did not answer PING within {timeout} s")
             time.sleep(0.02)
-        if self.cluster:
+        if self.cluster and self.serve_all_slots:
             self._serve_all_slots(deadline)
         return self
 

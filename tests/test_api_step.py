@@ -160,3 +160,22 @@ def test_loss_and_worker_recorded(client: TestClient) -> None:
     r = step_st(client, sid, grads_at(0), **{"Optd-Loss": "0.25", "Optd-Worker": "w-1"})
     assert r.status_code == 200
     assert client.get(f"/v1/sessions/{sid}").json()["last_loss"] == 0.25
+
+
+def test_base_version_ahead_is_a_plain_conflict(client: TestClient) -> None:
+    sid = create(client, params0(), optimizer="sgd")
+    r = step_json(client, sid, grads_at(0), base_version=5)
+    body = assert_problem(r, 409, "conflict")
+    assert "ahead" in body["detail"] and body["current_version"] == 0
+
+
+def test_create_is_idempotent(client: TestClient) -> None:
+    body = {"optimizer": "adam", "params": tensors(params0())}
+    hdr = {"Idempotency-Key": "create-1"}
+    r1 = client.post("/v1/sessions", json=body, headers=hdr)
+    r2 = client.post("/v1/sessions", json=body, headers=hdr)
+    assert r1.status_code == r2.status_code == 201
+    assert r1.json()["id"] == r2.json()["id"] and r2.headers["Idempotent-Replayed"] == "true"
+    assert len(client.get("/v1/sessions").json()["sessions"]) == 1
+    other = client.post("/v1/sessions", json={**body, "optimizer": "sgd"}, headers=hdr)
+    assert_problem(other, 422, "idempotency-mismatch")

@@ -6,6 +6,7 @@ numpy arrays in one call per tensor; safetensors is decoded zero-copy.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -120,6 +121,21 @@ def json_response(
         media_type=negotiate.JSON,
         headers=dict(headers or {}),
     )
+
+
+def idempotency(request: Request, body: bytes) -> tuple[str, str] | None:
+    """The request's Idempotency-Key and a fingerprint of what it asks for (method, path,
+    content type, body): the same key with another fingerprint is a client bug (422)."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 0 < len(key) <= 255:
+        raise InvalidBody("Idempotency-Key must be 1 to 255 characters")
+    h = hashlib.blake2b(digest_size=16)
+    ctype = request.headers.get("content-type")
+    h.update(f"{request.method} {request.url.path} {ctype}\n".encode())
+    h.update(body)
+    return key, h.hexdigest()
 
 
 def etag(version: int) -> str:

@@ -11,6 +11,9 @@ class Settings(BaseSettings):
 
     redis_url: str | None = Field(None, description="redis://host:port/db; unset = embedded store")
     redis_cluster: bool = Field(False, description="use redis-py's cluster client")
+    redis_wait_replicas: int = Field(
+        0, ge=0, description="acknowledge a step only once WAIT confirms N replicas have it"
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = Field(1, ge=1)

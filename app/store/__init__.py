@@ -24,6 +24,7 @@ def open_store(
     chunk_bytes: int = 64 * 2**20,
     cache_bytes: int = 1 * 2**30,
     idempotency_ttl_s: int = 86400,
+    wait_replicas: int = 0,
 ) -> SessionStore:
     """The memory store when no URL is given, else a Redis (Cluster) store. Nothing is
     contacted here: call `await store.ping()` at start-up to fail early and clearly."""
@@ -35,4 +36,5 @@ def open_store(
         chunk_bytes=chunk_bytes,
         cache_bytes=cache_bytes,
         idempotency_ttl_s=idempotency_ttl_s,
+        wait_replicas=wait_replicas,
     )

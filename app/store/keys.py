@@ -13,6 +13,7 @@ Layout (the `{...}` part is the Redis Cluster hash tag):
     optd:{<sid>}:idem:<sha256(key)>            string: an idempotency record (own TTL), or
                                                `inflight:<fingerprint>` while it runs
     optd:{<sid>}:lock                          string: advisory step lock (token, PX ttl)
+    optd:{<sid>}:ack                           string: the write WAIT rides on (60 s)
     optd:{<sid>}:barrier:<version>             hash: worker -> gradient (safetensors), the
                                                open sync round on top of <version>
     optd:index:{<shard>}                       sorted set, score 0, members = sids
@@ -51,6 +52,12 @@ _CURSOR_PREFIX = "v1:"
 def new_sid() -> str:
     """A fresh session id: 22 URL-safe characters, 128 random bits."""
     return secrets.token_urlsafe(16)
+
+
+def sid_for_key(idempotency_key: str) -> str:
+    """The id a create with this Idempotency-Key gets: a retry finds the same session."""
+    digest = hashlib.sha256(b"create:" + idempotency_key.encode("utf-8", "surrogatepass"))
+    return base64.urlsafe_b64encode(digest.digest()).decode()[:22]
 
 
 def check_sid(sid: str) -> str:

@@ -15,13 +15,14 @@ has, so a worker stepping the same session again reads back only the meta.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import secrets
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -29,7 +30,17 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError, RedisClusterException, RedisError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ClusterError,
+    ConnectionError,
+    ExecAbortError,
+    MovedError,
+    RedisClusterException,
+    RedisError,
+    TryAgainError,
+)
 
 from app.problems import Conflict, NotFound, StoreUnavailable
 from app.store import keys
@@ -37,6 +48,19 @@ from app.store.base import IdempotencyRecord, SessionSummary, StoredSession
 from app.store.redis_coord import RedisCoordination
 from app.store.slotcache import Entry, SlotCache, decode, fresh, pack
 
+T = TypeVar("T")
+# ClusterError: redis-py gave up following redirects (TTL exhausted) mid-migration;
+# RuntimeError: a transport closed under a cluster transaction (see `_errors`).
+TRANSIENT = (
+    TryAgainError,
+    AskError,
+    MovedError,
+    ClusterDownError,
+    ClusterError,
+    ExecAbortError,
+    RuntimeError,
+)
+TRANSIENT_S = 5.0
 MAX_CHUNK_BYTES = 512 * 2**20 - 2**20  # Redis refuses string values of 512 MB and more
 PENDING_TTL_S = 600  # chunks SET ahead of their script; it settles them, or they expire
 INLINE_BYTES = 64 * 2**10  # slots smaller than this come back inside the load script
@@ -61,6 +85,8 @@ class RedisStore(RedisCoordination):
         cache_bytes: int = 2**30,
         idempotency_ttl_s: int = 86400,
         where: str = "the configured URL",
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 2000,
     ) -> None:
         if not 0 < chunk_bytes <= MAX_CHUNK_BYTES:
             raise ValueError(f"chunk_bytes must be in 1..{MAX_CHUNK_BYTES}")
@@ -68,6 +94,9 @@ class RedisStore(RedisCoordination):
         self.chunk_bytes = chunk_bytes
         self.idempotency_ttl_s = idempotency_ttl_s
         self.where = where
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        self._node_clients: dict[tuple[str, int], Redis] = {}
         self.stats = {"slot_reads": 0, "cache_hits": 0}
         self._cache = SlotCache(cache_bytes)
         lua = resources.files("app.store") / "lua"
@@ -83,6 +112,7 @@ class RedisStore(RedisCoordination):
         chunk_bytes: int = 64 * 2**20,
         cache_bytes: int = 2**30,
         idempotency_ttl_s: int = 86400,
+        wait_replicas: int = 0,
     ) -> RedisStore:
         """A pooled client (hiredis when installed) that reconnects by itself after a restart:
         2 s to connect, 30 s per command (large values), a health check on idle connections,
@@ -105,6 +135,7 @@ class RedisStore(RedisCoordination):
             cache_bytes=cache_bytes,
             idempotency_ttl_s=idempotency_ttl_s,
             where=_safe_url(url),
+            wait_replicas=wait_replicas,
         )
 
     @contextlib.contextmanager
@@ -112,7 +143,9 @@ class RedisStore(RedisCoordination):
         """Any failure to talk to Redis is a 503 the client may retry, never a raw exception."""
         try:
             yield
-        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
+        except (RedisError, RedisClusterException, OSError, TimeoutError, RuntimeError) as exc:
+            # RuntimeError: redis-py's cluster transactions can hit a transport it already
+            # closed while following redirects; the connection is gone, like a reset.
             raise StoreUnavailable(
                 f"Redis at {self.where} is unavailable ({type(exc).__name__}: {exc}). "
                 f"Is redis-server running at {self.where}? Set OPTD_REDIS_URL "
@@ -121,8 +154,27 @@ class RedisStore(RedisCoordination):
             ) from exc
 
     async def _run(self, script: str, keys_: list[str], args: list[Any]) -> Any:
-        with self._errors():
+        async def call() -> Any:
             return await self._scripts[script](keys=keys_, args=args)
+
+        return await self._transient(call)
+
+    async def _transient(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Retry what a cluster answers while it moves slots or elects a master (TRYAGAIN,
+        ASK/MOVED inside a transaction, CLUSTERDOWN) for up to TRANSIENT_S, so a resharding
+        costs latency, not errors. Retrying is safe: a transaction that got such an answer
+        did not execute, and a re-sent commit is recognised by its token."""
+        deadline = time.monotonic() + TRANSIENT_S
+        pause = 0.02
+        while True:
+            try:
+                with self._errors():
+                    return await call()
+            except StoreUnavailable as exc:
+                if not isinstance(exc.__cause__, TRANSIENT) or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
     async def ping(self) -> None:
         with self._errors():
@@ -140,18 +192,27 @@ class RedisStore(RedisCoordination):
     async def close(self) -> None:
         with contextlib.suppress(RedisError, OSError):
             await self.client.aclose()
+        for node in self._node_clients.values():
+            with contextlib.suppress(RedisError, OSError):
+                await node.aclose()
 
     async def _write(
         self, script: str, chunks: Mapping[str, memoryview], keys_: list[str], args: list[Any]
     ) -> Any:
         """MULTI, SET every chunk (EX pending, settled by the script), EVAL, EXEC: one
         atomic round trip in which big values never pass through Lua."""
-        with self._errors():
+
+        async def call() -> Any:
             async with self.client.pipeline(transaction=True) as pipe:
                 for key, value in chunks.items():
                     pipe.set(key, value, ex=PENDING_TTL_S)
                 pipe.eval(self._source[script], len(keys_), *keys_, *args)
                 return (await pipe.execute())[-1]
+
+        reply = await self._transient(call)
+        if self.wait_replicas:
+            await self._replicate(keys_[0])
+        return reply
 
     async def create(
         self,
@@ -176,7 +237,13 @@ class RedisStore(RedisCoordination):
     async def load(self, sid: str, slots: Sequence[str] | None = None) -> StoredSession:
         mkey = keys.meta_key(sid)
         names = None if slots is None else [keys.check_slot(s) for s in slots]
-        for _ in range(5):  # a commit between our two reads unlinks chunks: read again
+        # A commit between our two reads unlinks chunks, and while a cluster migrates the
+        # session's slot a chunk may already sit on the other node: read again, with a
+        # growing pause, for up to TRANSIENT_S.
+        deadline, pause = time.monotonic() + TRANSIENT_S, 0.0
+        while time.monotonic() < deadline:
+            await asyncio.sleep(pause)
+            pause = min(max(pause * 2, 0.005), 0.25)
             ent = self._cache.get(sid)
             args: list[Any] = [-1, ""] if ent is None else [ent.version, ent.inc]
             args += [INLINE_BYTES, -1] if names is None else [INLINE_BYTES, len(names), *names]
@@ -210,11 +277,15 @@ class RedisStore(RedisCoordination):
 
     async def _pipelined(self, calls: Iterable[tuple[str, Sequence[Any]]]) -> list[Any]:
         """Independent commands in one round trip (spread over the nodes of a cluster)."""
-        with self._errors():
+        batch = list(calls)
+
+        async def call() -> list[Any]:
             async with self.client.pipeline(transaction=False) as pipe:
-                for command, args in calls:
+                for command, args in batch:
                     getattr(pipe, command)(*args)
                 return list(await pipe.execute())
+
+        return await self._transient(call)
 
     async def _get_chunks(self, sid: str, slots: list[tuple[str, list[Any]]]) -> list[Any]:
         """Big slots: one pipeline of GETs (far cheaper than passing them through Lua)."""

@@ -14,6 +14,7 @@ from app.api.transport import (
     decode_json_tensors,
     decode_safetensors,
     etag,
+    idempotency,
     json_response,
     parse_json_object,
     read_body,
@@ -51,12 +52,13 @@ async def create_session(request: Request, engine: EngineDep, settings: Settings
             raise InvalidBody('__metadata__["config"] must be a JSON object string') from None
         if not isinstance(config, dict):
             raise InvalidConfig('__metadata__["config"] must be a JSON object')
-    sid, version, meta = await sessions.create(engine, config, params)
-    return json_response(
-        sessions.describe(sid, version, meta),
-        status=201,
-        headers={"Location": f"/v1/sessions/{sid}", "ETag": etag(version)},
+    sid, version, meta, replayed = await sessions.create(
+        engine, config, params, idempotency(request, body)
     )
+    headers = {"Location": f"/v1/sessions/{sid}", "ETag": etag(version)}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return json_response(sessions.describe(sid, version, meta), status=201, headers=headers)
 
 
 @router.get("")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from typing import Any
@@ -15,6 +14,7 @@ from app.api.transport import (
     decode_json_tensors,
     decode_safetensors,
     etag,
+    idempotency,
     json_response,
     parse_json_object,
     read_body,
@@ -124,17 +124,8 @@ async def step(
     fmt = None if minimal else response_format(request)  # 406 before any work
     body = await read_body(request, settings)
     req = parse_step(request, body, settings)
-    key = request.headers.get("idempotency-key")
-    fingerprint = ""
-    if key is not None:
-        if not 0 < len(key) <= 255:
-            raise InvalidBody("Idempotency-Key must be 1 to 255 characters")
-        h = hashlib.blake2b(digest_size=16)
-        h.update(
-            f"{request.method} {request.url.path} {request.headers.get('content-type')}\n".encode()
-        )
-        h.update(body)
-        fingerprint = h.hexdigest()
+    idem = idempotency(request, body)
+    key, fingerprint = idem if idem is not None else (None, "")
     engine.metrics.phase("decode", time.perf_counter() - t0)
     out = await engine.step(
         sid, req, if_match=if_match, idempotency_key=key, fingerprint=fingerprint, wait=wait
