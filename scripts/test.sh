@@ -17,8 +17,15 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
   . .venv/bin/activate
 fi
 
-step "installing optd with its dev extras"
-python -m pip install -q --disable-pip-version-check -e ".[dev]"
+step "installing optd with its dev extras, and the Python SDK with its torch adapter"
+python -m pip install -q --disable-pip-version-check -e ".[dev]" -e "./clients/python[torch]"
+
+for tool in node npm go; do
+  command -v "$tool" >/dev/null 2>&1 || {
+    echo "$tool is missing: the SDK tests need Node.js 20 and Go (apt-get install -y golang-go)" >&2
+    exit 1
+  }
+done
 
 if ! command -v redis-server >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -37,5 +44,14 @@ ruff format --check .
 step "mypy --strict app/"
 mypy
 
-step "pytest"
+step "pytest (server, Python SDK, examples)"
 python -m pytest "$@"
+
+# The SDKs in other languages start this interpreter's `optd serve` in their tests.
+export OPTD_PYTHON="$(command -v python)"
+
+step "TypeScript SDK (npm ci, tsc, node --test)"
+(cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error && npm test)
+
+step "Go SDK (gofmt, go vet, go test)"
+(cd clients/go && test -z "$(gofmt -l .)" && go vet ./... && go test -count=1 ./...)

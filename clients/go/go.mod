@@ -1,0 +1,3 @@
+module optd
+
+go 1.19

@@ -1,0 +1,230 @@
+"""The flows of every API call (generators of `Send`/`Sleep`, see `_retry`)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from optd_client import _wire
+from optd_client._core import (
+    CREATE_KEYS,
+    PATCH_KEYS,
+    Array,
+    CoreBase,
+    etag_version,
+    float_or_none,
+    int_or_none,
+    split_options,
+)
+from optd_client._retry import Flow, Sleep, exchange
+from optd_client._session import SessionState
+from optd_client.errors import BarrierTimeoutError
+from optd_client.types import Checkpoint, StepInfo
+
+
+class Core(CoreBase):
+    # -- sessions --------------------------------------------------------------------
+
+    def create(
+        self, optimizer: str, params: Mapping[str, Any], options: Mapping[str, Any]
+    ) -> Flow[dict[str, Any]]:
+        config = {"optimizer": optimizer, **split_options(options, CREATE_KEYS)}
+        arrays = _wire.as_arrays(params, "params")
+        key = {"idempotency-key": str(uuid.uuid4())}
+        if self.wire == "safetensors":
+            body = _wire.encode_safetensors(arrays, {"config": _wire.dumps(config).decode()})
+        else:
+            body = _wire.dumps({**config, "params": _wire.encode_json_tensors(arrays)})
+        req = self.request(
+            "POST", "/v1/sessions", content=body, content_type=self.tensor_type, headers=key
+        )
+        info: dict[str, Any] = yield from self._run_json(req)
+        return info
+
+    def info(self, s: SessionState) -> Flow[dict[str, Any]]:
+        info: dict[str, Any] = yield from self._run_json(self.request("GET", self._path(s.id)))
+        s.version = int_or_none(info.get("version"))
+        return info
+
+    def list_page(
+        self, labels: Mapping[str, str] | None, cursor: str | None, limit: int
+    ) -> Flow[tuple[list[dict[str, Any]], str | None]]:
+        query: list[tuple[str, str | int]] = [("limit", limit)]
+        if cursor:
+            query.append(("cursor", cursor))
+        query += [("label", f"{k}={v}") for k, v in (labels or {}).items()]
+        doc = yield from self._run_json(self.request("GET", "/v1/sessions", params=query))
+        return list(doc.get("sessions") or []), doc.get("next_cursor")
+
+    def patch(
+        self, s: SessionState, changes: Mapping[str, Any], if_match: int | None
+    ) -> Flow[dict[str, Any]]:
+        headers = {"if-match": f'"{if_match}"'} if if_match is not None else None
+        body = _wire.dumps(split_options(changes, PATCH_KEYS))
+        req = self.request(
+            "PATCH", self._path(s.id), content=body, content_type=_wire.JSON, headers=headers
+        )
+        info: dict[str, Any] = yield from self._run_json(req)
+        s.version = int_or_none(info.get("version"))
+        return info
+
+    def delete(self, s: SessionState) -> Flow[None]:
+        yield from exchange(self.policy, self.request("DELETE", self._path(s.id)))
+
+    def optimizers(self) -> Flow[dict[str, Any]]:
+        doc: dict[str, Any] = yield from self._run_json(self.request("GET", "/v1/optimizers"))
+        return doc
+
+    # -- step and params ---------------------------------------------------------------
+
+    def step(
+        self,
+        s: SessionState,
+        grads: Mapping[str, Any],
+        base_version: int | None,
+        worker: str | None,
+        loss: float | None,
+        wait: float | None = None,
+    ) -> Flow[dict[str, Array]]:
+        arrays = _wire.as_arrays(grads, "grads")
+        worker = worker if worker is not None else s.worker
+        headers = {"idempotency-key": str(uuid.uuid4())}
+        fields: dict[str, Any] = {}
+        if self.wire == "safetensors":
+            if base_version is not None:
+                headers["optd-base-version"] = str(int(base_version))
+            if loss is not None:
+                headers["optd-loss"] = repr(float(loss))
+            if worker is not None:
+                if worker.isascii() and worker.isprintable():
+                    headers["optd-worker"] = worker
+                else:  # header values are latin-1; metadata carries any string
+                    fields["worker"] = worker
+        else:
+            opts = {"base_version": base_version, "worker": worker, "loss": loss}
+            fields = {k: v for k, v in opts.items() if v is not None}
+        body = self._tensor_body(arrays, "grads", **fields)
+        query = {"wait": float(wait)} if wait is not None else None
+        req = self.request(
+            "POST", self._path(s.id, "/step"), content=body, params=query,
+            content_type=self.tensor_type, accept=self.tensor_type, headers=headers,
+            wait=wait or 0.0,
+        )  # fmt: skip
+        response = yield from exchange(self.policy, req)
+        if response.status_code == 202:
+            return (yield from self._await_barrier(s, response.json().get("barrier") or {}))
+        doc, params = self._tensors(response, "params")
+        version = int_or_none(doc.get("version"))
+        if version is None:
+            version = etag_version(response)
+        s.version = version
+        s.last = StepInfo(
+            version=version if version is not None else -1,
+            step=int_or_none(doc.get("step")),
+            lr=float_or_none(doc.get("lr")),
+            grad_norm=float_or_none(doc.get("grad_norm")),
+            staleness=int_or_none(doc.get("staleness")),
+            replayed=response.headers.get("idempotent-replayed", "").lower() == "true",
+        )
+        return params
+
+    def _await_barrier(self, s: SessionState, barrier: dict[str, Any]) -> Flow[dict[str, Array]]:
+        """A sync-mode step waited in vain (202): long-poll for the barrier's version + 1."""
+        base = int_or_none(barrier.get("version"))
+        target = (base if base is not None else (s.version or 0)) + 1
+        deadline = time.monotonic() + self.barrier_timeout
+        while True:
+            left = max(0.0, deadline - time.monotonic())
+            params = yield from self.get_params(s, None, target, min(self.poll_wait, left))
+            if s.version is not None and s.version >= target:
+                s.last = StepInfo(s.version, None, None, None, None, barrier=dict(barrier))
+                return params
+            if time.monotonic() >= deadline:
+                raise BarrierTimeoutError(
+                    f"the sync barrier for version {target - 1} did not complete within "
+                    f"{self.barrier_timeout:g} s (last status: {barrier})",
+                    problem={"barrier": barrier, "current_version": s.version},
+                )
+            yield Sleep(self.policy.backoff)
+
+    def get_params(
+        self,
+        s: SessionState,
+        names: Iterable[str] | None,
+        min_version: int | None,
+        wait: float | None,
+    ) -> Flow[dict[str, Array]]:
+        query: dict[str, str | int | float] = {}
+        if names is not None:
+            query["names"] = ",".join(names)
+        if min_version is not None:
+            query["min_version"] = int(min_version)
+        if wait is not None:
+            query["wait"] = float(wait)
+        req = self.request(
+            "GET",
+            self._path(s.id, "/params"),
+            params=query,
+            accept=self.tensor_type,
+            wait=wait or 0.0,
+        )
+        response = yield from exchange(self.policy, req)
+        doc, params = self._tensors(response, "params")
+        version = int_or_none(doc.get("version"))
+        s.version = version if version is not None else etag_version(response)
+        return params
+
+    def put_params(
+        self, s: SessionState, params: Mapping[str, Any], if_match: int | None
+    ) -> Flow[int]:
+        headers = {"if-match": f'"{if_match}"'} if if_match is not None else None
+        body = self._tensor_body(_wire.as_arrays(params, "params"), "params")
+        req = self.request(
+            "PUT",
+            self._path(s.id, "/params"),
+            content=body,
+            content_type=self.tensor_type,
+            headers=headers,
+        )
+        doc = yield from self._run_json(req)
+        s.version = int(doc["version"])
+        return s.version
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def get_state(self, s: SessionState) -> Flow[Checkpoint]:
+        req = self.request("GET", self._path(s.id, "/state"), accept=self.tensor_type)
+        response = yield from exchange(self.policy, req)
+        doc, tensors = self._tensors(response, "tensors")
+        meta = doc.get("meta") if "meta" in doc else doc.get("optd")
+        if isinstance(meta, str):
+            meta = json.loads(meta)
+        if not isinstance(meta, dict):
+            raise ValueError("malformed checkpoint response: no meta document")
+        version = int_or_none(doc.get("version"))
+        s.version = version
+        return Checkpoint(tensors=tensors, meta=meta, version=version)
+
+    def put_state(self, s: SessionState, ckpt: Checkpoint, if_match: int | None) -> Flow[int]:
+        headers = {"if-match": f'"{if_match}"'} if if_match is not None else None
+        tensors = {k: np.asarray(v) for k, v in ckpt.tensors.items()}
+        if self.wire == "safetensors":
+            body = _wire.encode_safetensors(tensors, {"optd": _wire.dumps(ckpt.meta).decode()})
+        else:
+            enc = _wire.encode_json_tensors(tensors)
+            body = _wire.dumps({"version": ckpt.version, "meta": ckpt.meta, "tensors": enc})
+        req = self.request(
+            "PUT",
+            self._path(s.id, "/state"),
+            content=body,
+            content_type=self.tensor_type,
+            headers=headers,
+        )
+        doc = yield from self._run_json(req)
+        s.version = int(doc["version"])
+        return s.version

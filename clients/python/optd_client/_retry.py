@@ -1,0 +1,110 @@
+"""The retry policy and the one exchange loop every request goes through, without I/O.
+
+Requests are generators ("flows") that yield `Send(request)` and `Sleep(seconds)` and
+receive an `httpx.Response` (or the `httpx.TransportError` the send raised) back; the
+sync and async clients only execute those operations. So what is retried, how long to
+wait and which exception a failure becomes are decided here, once.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+
+from optd_client.errors import (
+    TransportError,
+    error_from_response,
+    parse_problem,
+    parse_retry_after,
+)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Send:
+    request: httpx.Request
+
+
+@dataclass(frozen=True)
+class Sleep:
+    seconds: float
+
+
+Op = Send | Sleep
+Flow = Generator[Op, Any, T]
+
+_IN_FLIGHT = re.compile(r"in[ -]?flight|in progress|still running|being processed", re.I)
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff with full jitter: attempt k sleeps uniform(0, min(max, b*2^k)).
+
+    Retried: connection errors and timeouts (every request the client sends is
+    idempotent or carries an Idempotency-Key), 503, 429, and 409 `conflict` when the
+    server says the same request is in flight or asks to retry later. `Retry-After`
+    is honoured (up to `max_retry_after` seconds) instead of the jittered delay.
+    """
+
+    retries: int = 5
+    backoff: float = 0.2
+    max_backoff: float = 10.0
+    max_retry_after: float = 120.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        if self.retries < 0 or self.backoff < 0 or self.max_backoff < 0:
+            raise ValueError("retries, backoff and max_backoff must be non-negative")
+
+    def jitter(self, attempt: int) -> float:
+        return self.rng.uniform(0.0, min(self.max_backoff, self.backoff * 2.0**attempt))
+
+    def delay(self, attempt: int, result: httpx.Response | BaseException) -> float | None:
+        """Seconds to wait before retry number `attempt + 1`, or None for no retry."""
+        if attempt >= self.retries:
+            return None
+        if isinstance(result, BaseException):
+            return self.jitter(attempt) if isinstance(result, httpx.TransportError) else None
+        status = result.status_code
+        if status not in (409, 429, 503):
+            return None
+        problem = parse_problem(result.content)
+        retry_after = parse_retry_after(result.headers.get("retry-after"), problem)
+        if status == 409:
+            if str(problem.get("type", "")).rsplit(":", 1)[-1] != "conflict":
+                return None  # stale-gradient: retrying the same gradient cannot help
+            in_flight = problem.get("in_flight") is True or bool(
+                _IN_FLIGHT.search(str(problem.get("detail", "")))
+            )
+            if not in_flight and retry_after is None:
+                return None  # e.g. base_version ahead of the session
+        if retry_after is not None:
+            return min(retry_after, self.max_retry_after) + self.rng.uniform(0.0, self.backoff)
+        return self.jitter(attempt)
+
+
+def exchange(policy: RetryPolicy, request: httpx.Request) -> Flow[httpx.Response]:
+    """Send `request` (the same object, so the same body and Idempotency-Key) until it
+    succeeds, fails for good, or the retries run out; errors become `OptdError`s."""
+    attempt = 0
+    while True:
+        result: httpx.Response | BaseException = yield Send(request)
+        delay = policy.delay(attempt, result)
+        if delay is None:
+            if isinstance(result, BaseException):
+                tries = attempt + 1
+                raise TransportError(
+                    f"{request.method} {request.url.path}: {type(result).__name__}: {result} "
+                    f"(after {tries} attempt{'s' if tries > 1 else ''})",
+                ) from result
+            if result.is_error:
+                raise error_from_response(result.status_code, result.headers, result.content)
+            return result
+        yield Sleep(delay)
+        attempt += 1

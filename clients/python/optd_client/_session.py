@@ -1,0 +1,68 @@
+"""Session handles' shared state and the client options (no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, TypedDict
+
+from optd_client.types import StepInfo
+
+Wire = Literal["safetensors", "json"]
+
+
+@dataclass
+class SessionState:
+    """What a session object remembers between calls; flows update it."""
+
+    id: str
+    worker: str | None = None
+    last: StepInfo | None = None
+    version: int | None = None
+
+
+class SessionBase:
+    """The attributes `Session` and `AsyncSession` share."""
+
+    def __init__(self, sid: str, worker: str | None = None) -> None:
+        self._s = SessionState(sid, worker)
+
+    @property
+    def id(self) -> str:
+        return self._s.id
+
+    @property
+    def last(self) -> StepInfo | None:
+        """Version, step, lr, grad_norm and staleness of this object's last step."""
+        return self._s.last
+
+    @property
+    def version(self) -> int | None:
+        """The session's version as of the last response this object received."""
+        return self._s.version
+
+    @property
+    def worker(self) -> str | None:
+        """Default `worker` id sent with every step (sync mode needs one per worker)."""
+        return self._s.worker
+
+    @worker.setter
+    def worker(self, value: str | None) -> None:
+        self._s.worker = value
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id} version={self.version}>"
+
+
+class ClientOptions(TypedDict, total=False):
+    """Keyword options of `Client` and `AsyncClient` (see `Core`)."""
+
+    api_key: str | None
+    wire: Wire
+    timeout: float
+    retries: int
+    backoff: float
+    max_backoff: float
+    barrier_timeout: float
+    poll_wait: float
+    headers: Mapping[str, str] | None
