@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from tests.procs import start, stop
+from tests.redis_cluster import LocalCluster
 from tests.redisproc import RedisProc
 from tests.test_serve import train_toy
 
@@ -30,7 +31,7 @@ def test_compose_commands_run() -> None:
     redis_cmd = services["redis"]["command"]
     flags = dict(zip(redis_cmd[1::2], redis_cmd[2::2], strict=True))
     assert flags["--appendonly"] == "yes" and flags["--appendfsync"] == "everysec"
-    apis = [s for name, s in services.items() if name.startswith("api")]
+    apis = [s for name, s in services.items() if name.startswith("api") and "profiles" not in s]
     assert len(apis) == 2 and {a["ports"][0] for a in apis} == {"8000:8000", "8001:8000"}
     for api in apis:
         assert api["command"] == ["serve"] and "/readyz" in " ".join(api["healthcheck"]["test"])
@@ -51,6 +52,34 @@ def test_compose_commands_run() -> None:
 
             listing = httpx.get(procs[1][1] + "/v1/sessions").json()["sessions"]
             assert len(listing) == 1 and listing[0]["step"] == 150
+        finally:
+            for proc, _ in procs:
+                stop(proc)
+
+
+def test_compose_cluster_profile_runs() -> None:
+    """The `cluster` profile: six cluster nodes formed by `redis-cli --cluster create`
+    (as its init job does) and two API replicas with the profile's environment."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    nodes = [s for n, s in services.items() if n.startswith("redis-node-")]
+    assert len(nodes) == 6 and all(s["profiles"] == ["cluster"] for s in nodes)
+    assert "--cluster-enabled" in nodes[0]["command"]
+    init = " ".join(services["redis-cluster-init"]["command"])
+    assert "--cluster create" in init and "--cluster-replicas 1" in init
+    apis = [s for n, s in services.items() if n.startswith("api-cluster")]
+    assert len(apis) == 2
+    with LocalCluster() as cluster:
+        procs = []
+        for api in apis:
+            env = {k: str(v) for k, v in api["environment"].items()}
+            assert env["OPTD_REDIS_CLUSTER"] == "1" and env["OPTD_REDIS_WAIT_REPLICAS"] == "1"
+            env["OPTD_REDIS_URL"] = cluster.url
+            env.pop("OPTD_PORT")
+            env["OPTD_HOST"] = "127.0.0.1"
+            procs.append(start(env))
+        try:
+            assert train_toy(procs[1][1]) < 1e-2
         finally:
             for proc, _ in procs:
                 stop(proc)
