@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import orjson
 
 from app.engine import Engine
 from app.optim import PARAM
@@ -83,11 +82,6 @@ async def put_params(
                     raise PreconditionFailed("the session changed during the write") from None
 
 
-def meta_document(meta: SessionMeta) -> dict[str, Any]:
-    doc: dict[str, Any] = orjson.loads(meta.to_bytes())
-    return doc
-
-
 async def export_state(
     engine: Engine, sid: str
 ) -> tuple[int, dict[str, Any], dict[str, np.ndarray]]:
@@ -98,7 +92,7 @@ async def export_state(
         for slot in stored.slots
         for s in meta.layout.specs
     }
-    return stored.version, meta_document(meta), tensors
+    return stored.version, meta.to_document(), tensors
 
 
 async def import_state(
@@ -108,7 +102,7 @@ async def import_state(
     if not isinstance(doc, dict):
         raise InvalidBody("checkpoint: the meta document must be a JSON object")
     try:
-        meta = SessionMeta.from_bytes(orjson.dumps(doc))
+        meta = SessionMeta.from_document(doc)
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidBody(
             f"checkpoint: malformed meta document ({exc}); export one with GET .../state"

@@ -1,12 +1,14 @@
 """What the engine stores as a session's `meta`: config, layout and bookkeeping.
 
-The store treats it as opaque bytes (orjson), so it can change shape without
-touching the stores; `format` guards against reading a future layout.
+The store treats it as opaque bytes, so it can change shape without touching the
+stores. Checkpoints carry it as one JSON document whose `format` guards against
+reading a future layout.
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
@@ -18,6 +20,39 @@ from app.optim import Layout, OptimConfig, OptimState
 from app.problems import InvalidConfig
 
 FORMAT = 1
+_STATIC_KEYS = ("config", "options", "layout")
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+_STATIC_CACHE_SIZE = 512
+
+
+@dataclass(frozen=True)
+class _Static:
+    config: OptimConfig
+    options: SessionOptions
+    layout: Layout
+    raw: bytes
+
+
+_parsed: OrderedDict[bytes, _Static] = OrderedDict()
+
+
+def _parse_static(raw: bytes) -> _Static:
+    """Validate config, options and layout once per distinct document per process."""
+    hit = _parsed.get(raw)
+    if hit is not None:
+        _parsed.move_to_end(raw)
+        return hit
+    d = orjson.loads(raw)
+    parsed = _Static(
+        OptimConfig.model_validate(d["config"]),
+        SessionOptions.model_validate(d["options"]),
+        Layout.from_json(d["layout"]),
+        raw,
+    )
+    _parsed[raw] = parsed
+    if len(_parsed) > _STATIC_CACHE_SIZE:
+        _parsed.popitem(last=False)
+    return parsed
 
 
 class SessionOptions(BaseModel):
@@ -53,36 +88,40 @@ class SessionMeta:
     create_fingerprint: str | None = None  # of a create sent with an Idempotency-Key
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
+    # (config, options, layout, their JSON): compared by identity, so a PATCH that
+    # assigns a new config re-serialises, and an unchanged session never does
+    _static_cache: tuple[Any, Any, Any, bytes] | None = field(default=None, repr=False)
+
+    def to_document(self) -> dict[str, Any]:
+        """The whole meta as one JSON-able dict (`format` 1): what checkpoints carry."""
+        return {"format": FORMAT, **orjson.loads(self._static()), **self._dynamic()}
+
+    @classmethod
+    def from_document(cls, d: dict[str, Any]) -> SessionMeta:
+        if d.get("format") != FORMAT:
+            raise InvalidConfig(f"session meta format {d.get('format')} is not supported")
+        static = orjson.dumps({k: d[k] for k in _STATIC_KEYS})
+        return cls._build(_parse_static(static), d)
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(
-            {
-                "format": FORMAT,
-                "config": self.config.model_dump(mode="json"),
-                "options": self.options.model_dump(mode="json"),
-                "layout": self.layout.to_json(),
-                "steps": self.steps,
-                "scalars": self.scalars,
-                "step": self.step,
-                "last_loss": self.last_loss,
-                "last_lr": self.last_lr,
-                "last_grad_norm": self.last_grad_norm,
-                "create_fingerprint": self.create_fingerprint,
-                "created_at": self.created_at,
-                "updated_at": self.updated_at,
-            },
-            option=orjson.OPT_SERIALIZE_NUMPY,
-        )
+        """What the store keeps: the static part (config, options, layout) and the part
+        every step changes, as two orjson lines. Readers parse the static line once per
+        process and reuse it (it is the expensive part for many tensors)."""
+        return self._static() + b"\n" + orjson.dumps(self._dynamic(), option=_NUMPY)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> SessionMeta:
-        d: dict[str, Any] = orjson.loads(raw)
-        if d.get("format") != FORMAT:
-            raise InvalidConfig(f"session meta format {d.get('format')} is not supported")
-        return cls(
-            config=OptimConfig.model_validate(d["config"]),
-            options=SessionOptions.model_validate(d["options"]),
-            layout=Layout.from_json(d["layout"]),
+        static, sep, dynamic = raw.partition(b"\n")
+        if not sep:
+            raise InvalidConfig("session meta is not in the stored format")
+        return cls._build(_parse_static(static), orjson.loads(dynamic))
+
+    @classmethod
+    def _build(cls, parsed: _Static, d: dict[str, Any]) -> SessionMeta:
+        meta = cls(
+            config=parsed.config,
+            options=parsed.options,
+            layout=parsed.layout,
             steps=np.asarray(d["steps"], dtype=np.int64).reshape(-1),
             scalars={
                 k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in d["scalars"].items()
@@ -95,6 +134,40 @@ class SessionMeta:
             created_at=d["created_at"],
             updated_at=d["updated_at"],
         )
+        meta._static_cache = (parsed.config, parsed.options, parsed.layout, parsed.raw)
+        return meta
+
+    def _static(self) -> bytes:
+        cached = self._static_cache
+        if (
+            cached is not None
+            and cached[0] is self.config
+            and cached[1] is self.options
+            and cached[2] is self.layout
+        ):
+            return cached[3]
+        raw = orjson.dumps(
+            {
+                "config": self.config.model_dump(mode="json"),
+                "options": self.options.model_dump(mode="json"),
+                "layout": self.layout.to_json(),
+            }
+        )
+        self._static_cache = (self.config, self.options, self.layout, raw)
+        return raw
+
+    def _dynamic(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps.tolist(),
+            "scalars": {k: v.tolist() for k, v in self.scalars.items()},
+            "step": self.step,
+            "last_loss": self.last_loss,
+            "last_lr": self.last_lr,
+            "last_grad_norm": self.last_grad_norm,
+            "create_fingerprint": self.create_fingerprint,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
 
     def state(self, slots: dict[str, np.ndarray]) -> OptimState:
         """The math view over loaded slots; shares the step/scalar arrays with this meta."""
