@@ -53,7 +53,7 @@ async def put_params(
         raise InvalidTensor("params: nothing to write")
     async with engine.lock(sid):
         while True:
-            stored, meta = await engine.load(sid, [PARAM])
+            stored, meta = await engine.load(sid, [PARAM], take=True)
             if if_match is not None and if_match != stored.version:
                 raise PreconditionFailed(
                     f"If-Match {if_match} but the session is at version {stored.version}",

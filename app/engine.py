@@ -114,10 +114,10 @@ class Engine:
         return fn(*args)
 
     async def load(
-        self, sid: str, slots: list[str] | None = None
+        self, sid: str, slots: list[str] | None = None, *, take: bool = False
     ) -> tuple[StoredSession, SessionMeta]:
         t0 = time.perf_counter()
-        stored = await self.store.load(sid, slots)
+        stored = await self.store.load(sid, slots, take=take)
         meta = SessionMeta.from_bytes(stored.meta)
         self.metrics.phase("load", time.perf_counter() - t0)
         return stored, meta
@@ -139,12 +139,13 @@ class Engine:
                 return await self._replay(sid, record, fingerprint)
         recorded = False
         try:
-            stored, meta = await self.load(sid)
-            if meta.options.mode == "sync":
+            async with self.lock(sid):
+                out = await self._step_locked(sid, req, if_match, key, fingerprint)
+            if isinstance(out, tuple):
+                # sync rounds wait for the other workers: never while holding the lock
                 from app.sync import sync_step  # sync imports the engine's types
 
-                return await sync_step(self, sid, stored, meta, req, if_match, wait)
-            out = await self._step_async(sid, req, stored, meta, if_match, key, fingerprint)
+                return await sync_step(self, sid, *out, req, if_match, wait)
             recorded = key is not None
             return out
         finally:
@@ -153,48 +154,41 @@ class Engine:
                 with contextlib.suppress(Exception):
                     await self.store.release_idempotency(sid, key, fingerprint)
 
-    async def _step_async(
-        self,
-        sid: str,
-        req: StepRequest,
-        stored: StoredSession | None,
-        meta: SessionMeta,
-        if_match: int | None,
-        key: str | None,
-        fingerprint: str,
-    ) -> StepOutcome:
+    async def _step_locked(
+        self, sid: str, req: StepRequest, if_match: int | None, key: str | None, fp: str
+    ) -> StepOutcome | tuple[StoredSession, SessionMeta]:
+        """An async step, under this process's lock for the session (so a step loads only
+        after the previous one committed: it mutates what it loads, the store hands over
+        its cache instead of copying). A sync-mode session is returned to the caller."""
         # Lock order: this process's asyncio lock, then the cross-process advisory lock.
-        async with self.lock(sid):
-            contended = self._contended.get(sid, 0) > time.monotonic()
-            token = await self._acquire(sid) if contended else None
-            try:
-                for _ in range(MAX_ATTEMPTS):
-                    if stored is None:
-                        stored, meta = await self.load(sid)
-                    try:
-                        return await self._attempt(
-                            sid, req, stored, meta, if_match, key, fingerprint
-                        )
-                    except LostRace:
-                        self.metrics.conflicts.inc()
-                        if if_match is not None:
-                            raise PreconditionFailed(
-                                "the session changed while this step was computed",
-                                current_version=if_match + 1,
-                            ) from None
-                        # Another process won the compare-and-set: take the advisory lock
-                        # for the retries and for this session's next steps, so contended
-                        # writers queue instead of computing steps that lose.
-                        if len(self._contended) > 10_000:
-                            self._contended.clear()
-                        self._contended[sid] = time.monotonic() + CONTENDED_S
-                        if token is None:
-                            token = await self._acquire(sid)
-                        stored = None
-            finally:
-                if token is not None:
-                    with contextlib.suppress(Exception):
-                        await self.store.unlock(sid, token)
+        contended = self._contended.get(sid, 0) > time.monotonic()
+        token = await self._acquire(sid) if contended else None
+        try:
+            for _ in range(MAX_ATTEMPTS):
+                stored, meta = await self.load(sid, take=True)
+                if meta.options.mode == "sync":
+                    return stored, meta
+                try:
+                    return await self._attempt(sid, req, stored, meta, if_match, key, fp)
+                except LostRace:
+                    self.metrics.conflicts.inc()
+                    if if_match is not None:
+                        raise PreconditionFailed(
+                            "the session changed while this step was computed",
+                            current_version=if_match + 1,
+                        ) from None
+                    # Another process won the compare-and-set: take the advisory lock for
+                    # the retries and for this session's next steps, so contended writers
+                    # queue instead of computing steps that lose.
+                    if len(self._contended) > 10_000:
+                        self._contended.clear()
+                    self._contended[sid] = time.monotonic() + CONTENDED_S
+                    if token is None:
+                        token = await self._acquire(sid)
+        finally:
+            if token is not None:
+                with contextlib.suppress(Exception):
+                    await self.store.unlock(sid, token)
         raise Conflict(
             f"the session changed {MAX_ATTEMPTS} times while this step was computed; retry",
             retry_after=1,

@@ -117,7 +117,7 @@ async def close_round(engine: Engine, sid: str, base: int) -> None:
     """Average the round's contributions and commit them as one step on `base`. Safe to
     call from many processes at once: the version compare-and-set admits one."""
     async with engine.lock(sid):
-        stored, meta = await engine.load(sid)
+        stored, meta = await engine.load(sid, take=True)
         if stored.version != base:
             return
         contributions = await engine.store.barrier_get(sid, base)

@@ -47,7 +47,7 @@ def test_sessions_spread_over_all_masters(redis_cluster: LocalCluster) -> None:
 
 
 def keyed_steps(
-    urls: list[str], sids: list[str], seconds: float, acked: dict[str, list[int]], errors: list[int]
+    urls: list[str], sids: list[str], seconds: float, acked: dict[str, list[int]], errors: list[tuple[int, str]]
 ) -> None:
     """4 workers stepping round-robin with retries on the same Idempotency-Key: 503s and
     connection errors are allowed while a shard has no master, anything else fails."""
@@ -82,7 +82,7 @@ def keyed_steps(
                     if r.status_code == 409:
                         assert r.json().get("in_flight"), r.text
                     with lock:
-                        errors.append(r.status_code)
+                        errors.append((r.status_code, r.text[:300]))
                     time.sleep(0.05)
                 else:
                     raise AssertionError("a step never went through")
@@ -124,7 +124,7 @@ def test_failover_under_load_with_wait_replicas(fresh_cluster: LocalCluster) -> 
     sids = [create(urls[0], {"x": [0.0, 0.0]}, **cfg) for _ in range(12)]
     victim = fresh_cluster.master_for(f"optd:{{{sids[0]}}}:meta")
     acked: dict[str, list[int]] = {s: [] for s in sids}
-    errors: list[int] = []
+    errors: list[tuple[int, str]] = []
 
     def fail_over() -> None:
         """kill -9 a master; once its replica took over, a fresh node on its port joins as
@@ -162,7 +162,7 @@ def test_resharding_under_load(fresh_cluster: LocalCluster) -> None:
     cfg = {"optimizer": "sgd", "hyperparams": {"lr": 1.0, "momentum": 0.9}, "dtype": "float64"}
     sids = [create(urls[0], {"x": [0.0, 0.0]}, **cfg) for _ in range(6)]
     acked: dict[str, list[int]] = {s: [] for s in sids}
-    errors: list[int] = []
+    errors: list[tuple[int, str]] = []
 
     def reshard() -> None:
         time.sleep(0.5)

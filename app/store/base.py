@@ -65,8 +65,13 @@ class SessionStore(Protocol):
     ) -> None:
         """Store a new session at version 0; `Conflict` if `sid` exists."""
 
-    async def load(self, sid: str, slots: Sequence[str] | None = None) -> StoredSession:
-        """Version, meta and the named slots (None: all of them); `NotFound` if absent."""
+    async def load(
+        self, sid: str, slots: Sequence[str] | None = None, *, take: bool = False
+    ) -> StoredSession:
+        """Version, meta and the named slots (None: all of them); `NotFound` if absent.
+
+        `take`: the caller is a step that will mutate the arrays and commit them; a store
+        may hand over its cached arrays instead of copying them (and forget them)."""
 
     async def commit(
         self,

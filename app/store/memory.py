@@ -100,7 +100,11 @@ class MemoryStore:
         )
         bisect.insort(self._order, sid)
 
-    async def load(self, sid: str, slots: Sequence[str] | None = None) -> StoredSession:
+    async def load(
+        self, sid: str, slots: Sequence[str] | None = None, *, take: bool = False
+    ) -> StoredSession:
+        # `take` changes nothing here: these arrays are the committed state, so a caller
+        # that mutates always gets copies
         sess = self._get(sid)
         names = list(sess.slots) if slots is None else [s for s in slots if s in sess.slots]
         return StoredSession(sess.version, sess.meta, {n: sess.slots[n].copy() for n in names})

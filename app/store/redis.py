@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
@@ -39,6 +40,7 @@ from redis.exceptions import (
     MovedError,
     RedisClusterException,
     RedisError,
+    ResponseError,
     TryAgainError,
 )
 
@@ -50,7 +52,7 @@ from app.store.slotcache import Entry, SlotCache, decode, fresh, pack
 
 T = TypeVar("T")
 # ClusterError: redis-py gave up following redirects (TTL exhausted) mid-migration;
-# RuntimeError: a transport closed under a cluster transaction (see `_errors`).
+# RuntimeError, AttributeError: raised inside redis-py on a closed transport (see `_errors`).
 TRANSIENT = (
     TryAgainError,
     AskError,
@@ -59,6 +61,7 @@ TRANSIENT = (
     ClusterError,
     ExecAbortError,
     RuntimeError,
+    AttributeError,
 )
 TRANSIENT_S = 5.0
 MAX_CHUNK_BYTES = 512 * 2**20 - 2**20  # Redis refuses string values of 512 MB and more
@@ -66,6 +69,34 @@ PENDING_TTL_S = 600  # chunks SET ahead of their script; it settles them, or the
 INLINE_BYTES = 64 * 2**10  # slots smaller than this come back inside the load script
 _SCRIPTS = ("load", "delete", "idem_get", *RedisCoordination.SCRIPTS)  # EVALSHA
 # create and commit are EVAL inside MULTI
+
+
+def _raised_in_redis(exc: BaseException) -> bool:
+    """True if the exception came up through redis-py's code (not from ours)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if f"{os.sep}redis{os.sep}" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _is_transient(cause: BaseException | None, kinds: tuple[type[BaseException], ...]) -> bool:
+    # A script that touches a chunk key of a slot in migration gets "non local key"
+    # from the node that still owns the meta key: it passes once the slot has moved.
+    return isinstance(cause, kinds) or (
+        isinstance(cause, ResponseError) and "non local key" in str(cause)
+    )
+
+
+def _own(a: np.ndarray) -> np.ndarray:
+    """Hand a cached array to a step that will mutate it: no copy when we own its memory
+    (the arrays a commit cached are the engine's own), else a copy."""
+    try:
+        a.setflags(write=True)
+        return a
+    except ValueError:
+        return fresh(a)
 
 
 def _safe_url(url: str) -> str:
@@ -143,9 +174,13 @@ class RedisStore(RedisCoordination):
         """Any failure to talk to Redis is a 503 the client may retry, never a raw exception."""
         try:
             yield
-        except (RedisError, RedisClusterException, OSError, TimeoutError, RuntimeError) as exc:
-            # RuntimeError: redis-py's cluster transactions can hit a transport it already
-            # closed while following redirects; the connection is gone, like a reset.
+        except Exception as exc:
+            # Besides its own exceptions, redis-py's cluster client can fail inside itself
+            # (RuntimeError, AttributeError) on a transport it closed while re-learning the
+            # slot map: for the caller that is a lost connection, like a reset.
+            if not isinstance(exc, (RedisError, RedisClusterException, OSError, TimeoutError)):
+                if not _raised_in_redis(exc):
+                    raise
             raise StoreUnavailable(
                 f"Redis at {self.where} is unavailable ({type(exc).__name__}: {exc}). "
                 f"Is redis-server running at {self.where}? Set OPTD_REDIS_URL "
@@ -171,7 +206,11 @@ class RedisStore(RedisCoordination):
                 with self._errors():
                     return await call()
             except StoreUnavailable as exc:
-                if not isinstance(exc.__cause__, TRANSIENT) or time.monotonic() > deadline:
+                transient: tuple[type[BaseException], ...] = TRANSIENT
+                if isinstance(self.client, RedisCluster):
+                    # redis-py drops connections while it re-learns the slot map
+                    transient = (*TRANSIENT, ConnectionError)
+                if not _is_transient(exc.__cause__, transient) or time.monotonic() > deadline:
                     raise
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.5)
@@ -234,7 +273,9 @@ class RedisStore(RedisCoordination):
             await self.client.zadd(keys.index_key(keys.index_shard(sid)), {sid: 0})
         self._cache.put(sid, Entry(0, inc, owned))
 
-    async def load(self, sid: str, slots: Sequence[str] | None = None) -> StoredSession:
+    async def load(
+        self, sid: str, slots: Sequence[str] | None = None, *, take: bool = False
+    ) -> StoredSession:
         mkey = keys.meta_key(sid)
         names = None if slots is None else [keys.check_slot(s) for s in slots]
         # A commit between our two reads unlinks chunks, and while a cluster migrates the
@@ -245,6 +286,16 @@ class RedisStore(RedisCoordination):
             await asyncio.sleep(pause)
             pause = min(max(pause * 2, 0.005), 0.25)
             ent = self._cache.get(sid)
+            held: dict[str, np.ndarray] = {}
+            if ent is not None:
+                # Cached arrays are never mutated while cached. A step (`take`) removes
+                # them before it mutates them; a reader copies them now, before yielding,
+                # so no step can change them under its copy.
+                if take:
+                    self._cache.pop(sid)
+                    held = dict(ent.arrays)
+                else:
+                    held = {n: fresh(a) for n, a in ent.arrays.items() if not names or n in names}
             args: list[Any] = [-1, ""] if ent is None else [ent.version, ent.inc]
             args += [INLINE_BYTES, -1] if names is None else [INLINE_BYTES, len(names), *names]
             args += [] if ent is None else list(ent.arrays)
@@ -266,13 +317,22 @@ class RedisStore(RedisCoordination):
                 got[name] = decode(chunks[pos : pos + n], dtype, length)
                 pos += n
             self.stats["slot_reads"] += len(got)
-            arrays = got
-            if ent is not None and ent.version == version and ent.inc == inc:
+            hit = ent is not None and ent.version == version and ent.inc == inc
+            if hit:
                 self.stats["cache_hits"] += 1
-                arrays = {**ent.arrays, **got}
-            self._cache.put(sid, Entry(version, inc, arrays))
+            else:
+                held = {}
+            if not take and (ent is None or self._cache.get(sid) is ent):
+                # (if a step took the entry while we waited, its arrays are being mutated:
+                # never put them back)
+                cached = {**ent.arrays, **got} if hit and ent is not None else got
+                self._cache.put(sid, Entry(version, inc, cached))
             wanted = list(layout) if names is None else [n for n in names if n in layout]
-            return StoredSession(version, h[b"meta"], {n: fresh(arrays[n]) for n in wanted})
+            out = {
+                n: (_own(held[n]) if take else held[n]) if n in held else fresh(got[n])
+                for n in wanted
+            }
+            return StoredSession(version, h[b"meta"], out)
         raise StoreUnavailable(f"session {sid} changed under every read; retry", retry_after=1)
 
     async def _pipelined(self, calls: Iterable[tuple[str, Sequence[Any]]]) -> list[Any]:
