@@ -16,11 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from app import sessions
+from app.core.auth import current_caller
 from app.engine import Engine
 from app.optim import PARAM
 from app.problems import Conflict, InvalidBody, InvalidTensor, NotFound, PreconditionFailed
 from app.session import SessionMeta
 from app.sessions import check_values
+from app.store.base import StoredSession
 
 POLL_S = 0.05
 
@@ -29,6 +32,7 @@ async def get_params(
     engine: Engine, sid: str, names: list[str] | None, min_version: int | None, wait: float
 ) -> tuple[int, dict[str, np.ndarray]]:
     """Current params; with min_version, wait up to `wait` s for the session to reach it."""
+    await engine.load(sid, [])  # another tenant's session is a 404 before any waiting
     if min_version is not None and wait > 0:
         deadline = time.monotonic() + min(wait, engine.settings.max_wait_s)
         while time.monotonic() < deadline:
@@ -107,6 +111,9 @@ async def import_state(
         raise InvalidBody(
             f"checkpoint: malformed meta document ({exc}); export one with GET .../state"
         ) from None
+    caller = current_caller.get()
+    meta.tenant = caller.tenant  # whoever restores a checkpoint owns the session
+    sessions.check_max_params(caller, meta.layout.total)  # before allocating anything
     cfg = meta.config.resolve()
     n = len(meta.layout.specs)
     if meta.steps.size != n or any(v.size != n for v in meta.scalars.values()):
@@ -131,13 +138,22 @@ async def import_state(
     meta.updated_at = time.time()
     async with engine.lock(sid):
         try:
-            stored = await engine.store.load(sid, [])
+            stored: StoredSession | None = await engine.store.load(sid, [])
         except NotFound:
+            stored = None
+        if stored is not None and not caller.may_see(SessionMeta.from_bytes(stored.meta).tenant):
+            raise NotFound(f"session {sid} not found")  # another tenant's id: as if absent
+        if stored is None:
             if if_match is not None:
+                raise NotFound(f"session {sid} not found (If-Match needs an existing session)")
+            await sessions.reserve(engine, caller, meta.layout.total, sessions.state_bytes(meta))
+            try:
+                await engine.store.create(
+                    sid, meta.to_bytes(), slots, sessions.store_labels(meta), meta.options.ttl_s
+                )
+            except BaseException:
+                await sessions.release(engine, caller.tenant, sessions.state_bytes(meta))
                 raise
-            await engine.store.create(
-                sid, meta.to_bytes(), slots, meta.options.labels, meta.options.ttl_s
-            )
             return 0, True
         if if_match is not None and if_match != stored.version:
             raise PreconditionFailed(

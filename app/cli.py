@@ -1,4 +1,4 @@
-"""`optd serve` and `optd version`."""
+"""`optd serve`, `optd keys create` and `optd version`."""
 
 from __future__ import annotations
 
@@ -40,6 +40,21 @@ def _serve(args: argparse.Namespace) -> int:
     from app.main import describe_store
 
     log.info(describe_store(settings))
+    from app.core.auth import KeyRing, auth_enabled
+
+    try:
+        ring = KeyRing.load(settings.api_keys_file, settings.api_keys)
+    except ValueError as exc:
+        print(f"optd: cannot start: {exc}", file=sys.stderr)
+        return 2
+    if auth_enabled(settings.auth, settings.host, ring) and not len(ring):
+        print(
+            f"optd: cannot start: binding {settings.host} turns auth on, but no API keys are "
+            "configured. Create one with `optd keys create --file keys.json --tenant <name>` "
+            "and set OPTD_API_KEYS_FILE=keys.json (or set OPTD_AUTH=off on a trusted network)",
+            file=sys.stderr,
+        )
+        return 2
     if settings.redis_url is not None:
         from app.store import open_store
 
@@ -68,6 +83,32 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_create(args: argparse.Namespace) -> int:
+    """Add a key to a keys file (created if missing) and print the key, once."""
+    import json
+    from pathlib import Path
+
+    from app.core.auth import TENANT_RE, entry_for, new_key
+
+    if not TENANT_RE.fullmatch(args.tenant):
+        print("optd: a tenant name is 1-64 of A-Z a-z 0-9 _ . -", file=sys.stderr)
+        return 2
+    path = Path(args.file)
+    doc = json.loads(path.read_text()) if path.exists() else {"tenants": {}, "keys": []}
+    _, key = new_key()
+    doc.setdefault("keys", []).append(entry_for(args.tenant, key, admin=args.admin))
+    doc.setdefault("tenants", {}).setdefault(args.tenant, {})
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    path.chmod(0o600)
+    print(key)
+    print(
+        f"added a {'admin ' if args.admin else ''}key for tenant {args.tenant!r} to {path}; "
+        "the key is shown only now (the file keeps a salted hash)",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="optd", description="optimizer-as-a-service")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -85,10 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--max-body-mb", type=float, help="OPTD_MAX_BODY_MB (default 512)")
     serve.add_argument("--log-level", help="OPTD_LOG_LEVEL (default info)")
     sub.add_parser("version", help="print the version")
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys", required=True)
+    create = keys.add_parser("create", help="add a key for a tenant and print it once")
+    create.add_argument("--file", required=True, help="the keys file (OPTD_API_KEYS_FILE)")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--admin", action="store_true", help="may see every tenant's sessions")
     args = parser.parse_args(argv)
     if args.command == "version":
         print(f"optd {__version__}")
         return 0
+    if args.command == "keys":
+        return _keys_create(args)
     return _serve(args)
 
 

@@ -20,11 +20,18 @@ from typing import Any, TypeVar
 import numpy as np
 import orjson
 
+from app.core.auth import current_caller
 from app.core.config import Settings
 from app.metrics import Metrics
 from app.optim import PARAM, ResolvedConfig, StepInfo, assemble_grads, run_step
 from app.optim.config import OptimConfig
-from app.problems import Conflict, IdempotencyMismatch, PreconditionFailed, StaleGradient
+from app.problems import (
+    Conflict,
+    IdempotencyMismatch,
+    NotFound,
+    PreconditionFailed,
+    StaleGradient,
+)
 from app.session import SessionMeta
 from app.store.base import IdempotencyRecord, SessionStore, StoredSession
 
@@ -119,6 +126,9 @@ class Engine:
         t0 = time.perf_counter()
         stored = await self.store.load(sid, slots, take=take)
         meta = SessionMeta.from_bytes(stored.meta)
+        if not current_caller.get().may_see(meta.tenant):
+            # another tenant's session: answered exactly like a missing one
+            raise NotFound(f"session {sid} not found")
         self.metrics.phase("load", time.perf_counter() - t0)
         return stored, meta
 

@@ -6,11 +6,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from app import __version__
 from app.api import errors
+from app.api.deps import authorize
 from app.api.routes import health, optimizers, sessions, state, step
+from app.core.auth import KeyRing, auth_enabled
 from app.core.config import Settings
 from app.engine import Engine
 from app.metrics import Metrics
@@ -40,6 +42,14 @@ def redact(url: str) -> str:
 def create_app(settings: Settings | None = None, store: SessionStore | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
+    keyring = KeyRing.load(settings.api_keys_file, settings.api_keys)
+    auth_on = auth_enabled(settings.auth, settings.host, keyring)
+    if auth_on and not len(keyring):
+        raise RuntimeError(
+            "auth is on (OPTD_AUTH=on, or the server binds a non-loopback address) but no "
+            "API keys are configured: create one with `optd keys create --file keys.json "
+            "--tenant <name>` and set OPTD_API_KEYS_FILE, or set OPTD_AUTH=off"
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -53,6 +63,11 @@ def create_app(settings: Settings | None = None, store: SessionStore | None = No
             wait_replicas=settings.redis_wait_replicas,
         )
         log.info(describe_store(settings) if own else f"store: {s.kind} (provided)")
+        log.info(
+            f"auth: on ({len(keyring)} API keys, {len(keyring.tenants)} tenants with quotas)"
+            if auth_on
+            else "auth: off (loopback bind, no keys configured): anyone on this host has access"
+        )
         await s.ping()  # refuse to start against an unreachable Redis
         metrics.info.set(1 if s.kind != "memory" else 0)
         app.state.engine = Engine(s, settings, metrics)
@@ -70,7 +85,9 @@ def create_app(settings: Settings | None = None, store: SessionStore | None = No
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.keyring = keyring if auth_on else None
     errors.install(app)
-    for module in (sessions, step, state, optimizers, health):
-        app.include_router(module.router)
+    for module in (sessions, step, state, optimizers):
+        app.include_router(module.router, dependencies=[Depends(authorize)])
+    app.include_router(health.router)
     return app

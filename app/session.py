@@ -20,7 +20,7 @@ from app.optim import Layout, OptimConfig, OptimState
 from app.problems import InvalidConfig
 
 FORMAT = 1
-_STATIC_KEYS = ("config", "options", "layout")
+_STATIC_KEYS = ("config", "options", "layout", "tenant")
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _STATIC_CACHE_SIZE = 512
 
@@ -30,6 +30,7 @@ class _Static:
     config: OptimConfig
     options: SessionOptions
     layout: Layout
+    tenant: str | None
     raw: bytes
 
 
@@ -47,6 +48,7 @@ def _parse_static(raw: bytes) -> _Static:
         OptimConfig.model_validate(d["config"]),
         SessionOptions.model_validate(d["options"]),
         Layout.from_json(d["layout"]),
+        d.get("tenant"),
         raw,
     )
     _parsed[raw] = parsed
@@ -66,6 +68,13 @@ class SessionOptions(BaseModel):
     staleness_lr: Literal["none", "inverse"] = "none"
     labels: dict[str, str] = Field(default_factory=dict)
     ttl_s: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _labels_not_reserved(self) -> Self:
+        for key in self.labels:
+            if key.startswith("optd/"):
+                raise ValueError(f"label {key!r}: the prefix optd/ is reserved")
+        return self
 
     @model_validator(mode="after")
     def _sync_needs_workers(self) -> Self:
@@ -88,6 +97,8 @@ class SessionMeta:
     create_fingerprint: str | None = None  # of a create sent with an Idempotency-Key
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
+    tenant: str | None = None  # the owner; None when created with auth off
+    _static_tenant: str | None = field(default=None, repr=False)
     # (config, options, layout, their JSON): compared by identity, so a PATCH that
     # assigns a new config re-serialises, and an unchanged session never does
     _static_cache: tuple[Any, Any, Any, bytes] | None = field(default=None, repr=False)
@@ -100,7 +111,7 @@ class SessionMeta:
     def from_document(cls, d: dict[str, Any]) -> SessionMeta:
         if d.get("format") != FORMAT:
             raise InvalidConfig(f"session meta format {d.get('format')} is not supported")
-        static = orjson.dumps({k: d[k] for k in _STATIC_KEYS})
+        static = orjson.dumps({k: d.get(k) if k == "tenant" else d[k] for k in _STATIC_KEYS})
         return cls._build(_parse_static(static), d)
 
     def to_bytes(self) -> bytes:
@@ -122,6 +133,7 @@ class SessionMeta:
             config=parsed.config,
             options=parsed.options,
             layout=parsed.layout,
+            tenant=parsed.tenant,
             steps=np.asarray(d["steps"], dtype=np.int64).reshape(-1),
             scalars={
                 k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in d["scalars"].items()
@@ -135,6 +147,7 @@ class SessionMeta:
             updated_at=d["updated_at"],
         )
         meta._static_cache = (parsed.config, parsed.options, parsed.layout, parsed.raw)
+        meta._static_tenant = parsed.tenant
         return meta
 
     def _static(self) -> bytes:
@@ -144,6 +157,7 @@ class SessionMeta:
             and cached[0] is self.config
             and cached[1] is self.options
             and cached[2] is self.layout
+            and self._static_tenant == self.tenant
         ):
             return cached[3]
         raw = orjson.dumps(
@@ -151,9 +165,11 @@ class SessionMeta:
                 "config": self.config.model_dump(mode="json"),
                 "options": self.options.model_dump(mode="json"),
                 "layout": self.layout.to_json(),
+                "tenant": self.tenant,
             }
         )
         self._static_cache = (self.config, self.options, self.layout, raw)
+        self._static_tenant = self.tenant
         return raw
 
     def _dynamic(self) -> dict[str, Any]:

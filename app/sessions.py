@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from app.core.auth import TENANT_LABEL, Caller, current_caller
 from app.engine import Engine
 from app.optim import PARAM, Layout, OptimState, parse_config
 from app.optim.base import validation_problem
@@ -17,7 +18,9 @@ from app.problems import (
     IdempotencyMismatch,
     InvalidConfig,
     InvalidTensor,
+    NotFound,
     PreconditionFailed,
+    RateLimited,
 )
 from app.session import SessionMeta, SessionOptions
 from app.store.keys import new_sid, sid_for_key
@@ -81,6 +84,59 @@ def check_values(what: str, tensors: Mapping[str, np.ndarray], dtype: Any) -> No
             )
 
 
+def state_bytes(meta: SessionMeta) -> int:
+    cfg = meta.config.resolve()
+    return meta.layout.total * cfg.dtype.itemsize * (1 + len(cfg.slot_names()))
+
+
+def store_labels(meta: SessionMeta) -> dict[str, str]:
+    """The labels the store filters on: the user's plus the owning tenant's."""
+    if meta.tenant is None:
+        return dict(meta.options.labels)
+    return {**meta.options.labels, TENANT_LABEL: meta.tenant}
+
+
+def check_max_params(caller: Caller, total: int) -> None:
+    limit = caller.limits.max_params
+    if caller.tenant is not None and limit is not None and total > limit:
+        raise RateLimited(
+            f"tenant {caller.tenant!r} may have at most {limit} parameters per session; "
+            f"this one has {total}",
+            retry_after=3600,
+        )
+
+
+async def reserve(engine: Engine, caller: Caller, total: int, nbytes: int) -> None:
+    """Count a new session against the tenant's quotas (429 when over), atomically in the
+    store so racing creates cannot pass the limit."""
+    if caller.tenant is None:
+        return
+    check_max_params(caller, total)
+    lim, tenant = caller.limits, caller.tenant
+    if lim.max_sessions is None and lim.max_state_bytes is None:
+        return
+    # (a session that expires by TTL is not subtracted: see DESIGN §8, tenants)
+    if not await engine.store.quota_add(tenant, 1, nbytes, lim.max_sessions, lim.max_state_bytes):
+        raise RateLimited(
+            f"tenant {tenant!r} is at its quota (limits: {lim.max_sessions} sessions, "
+            f"{lim.max_state_bytes} state bytes): delete sessions or ask for a larger quota",
+            retry_after=60,
+        )
+
+
+async def release(engine: Engine, tenant: str | None, nbytes: int) -> None:
+    if tenant is not None:
+        await engine.store.quota_add(tenant, -1, -nbytes, None, None)
+
+
+async def delete(engine: Engine, sid: str) -> None:
+    _, meta = await engine.load(sid, [])  # 404 for another tenant's session
+    if not await engine.store.delete(sid):
+        raise NotFound(f"session {sid!r} does not exist")
+    await release(engine, meta.tenant, state_bytes(meta))
+    engine.metrics.sessions_deleted.inc()
+
+
 async def create(
     engine: Engine,
     body: Mapping[str, Any],
@@ -97,18 +153,27 @@ async def create(
         raise InvalidTensor("params: a session needs at least one parameter")
     if len(params) > engine.settings.max_tensors:
         raise InvalidTensor(f"params: at most {engine.settings.max_tensors} tensors per session")
+    caller = current_caller.get()
+    total = sum(int(v.size) for v in params.values())
+    check_max_params(caller, total)  # before the flat state is allocated
     check_values("params", params, cfg.dtype)
     layout = Layout.build({k: tuple(v.shape) for k, v in params.items()}, cfg.group_of)
     flat = flatten(layout, params, cfg.dtype)
     state = OptimState.create(layout, cfg.optimizer, cfg.group_hps, cfg.slot_names(), flat)
     meta = SessionMeta(config, options, layout, state.steps, state.scalars)
+    meta.tenant = caller.tenant
     sid = new_sid()
     if idempotency is not None:
         sid, meta.create_fingerprint = sid_for_key(idempotency[0]), idempotency[1]
+    nbytes = state_bytes(meta)
+    await reserve(engine, caller, layout.total, nbytes)
     try:
-        await engine.store.create(sid, meta.to_bytes(), state.slots, options.labels, options.ttl_s)
-    except Conflict:
-        if idempotency is None:
+        await engine.store.create(
+            sid, meta.to_bytes(), state.slots, store_labels(meta), options.ttl_s
+        )
+    except BaseException as exc:
+        await release(engine, caller.tenant, nbytes)
+        if idempotency is None or not isinstance(exc, Conflict):
             raise
         stored, existing = await engine.load(sid, [])
         if existing.create_fingerprint != idempotency[1]:
@@ -123,8 +188,6 @@ async def create(
 def describe(sid: str, version: int, meta: SessionMeta) -> dict[str, Any]:
     cfg = meta.config.resolve()
     hp = cfg.group_hps[0]
-    itemsize = cfg.dtype.itemsize
-    n_slots = 1 + len(cfg.slot_names())
     return {
         "id": sid,
         "optimizer": meta.config.optimizer,
@@ -140,7 +203,8 @@ def describe(sid: str, version: int, meta: SessionMeta) -> dict[str, Any]:
         "lr": hp.lr * cfg.lr_factor(meta.step),
         "last_loss": meta.last_loss,
         "num_params": meta.layout.total,
-        "state_bytes": meta.layout.total * itemsize * n_slots,
+        "state_bytes": state_bytes(meta),
+        "tenant": meta.tenant,
         "params": {
             s.name: {"shape": list(s.shape), "step": int(meta.steps[i])}
             for i, s in enumerate(meta.layout.specs)

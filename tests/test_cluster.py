@@ -47,7 +47,11 @@ def test_sessions_spread_over_all_masters(redis_cluster: LocalCluster) -> None:
 
 
 def keyed_steps(
-    urls: list[str], sids: list[str], seconds: float, acked: dict[str, list[int]], errors: list[tuple[int, str]]
+    urls: list[str],
+    sids: list[str],
+    seconds: float,
+    acked: dict[str, list[int]],
+    errors: list[tuple[int, str]],
 ) -> None:
     """4 workers stepping round-robin with retries on the same Idempotency-Key: 503s and
     connection errors are allowed while a shard has no master, anything else fails."""

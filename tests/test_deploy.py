@@ -4,8 +4,11 @@ commands directly (there is no Docker engine on CI machines)."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import yaml
 
 from tests.procs import start, stop
@@ -25,7 +28,7 @@ def test_dockerfile() -> None:
     assert "HEALTHCHECK" in text and "/readyz" in text
 
 
-def test_compose_commands_run() -> None:
+def test_compose_commands_run(tmp_path: Path) -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
     redis_cmd = services["redis"]["command"]
@@ -35,6 +38,18 @@ def test_compose_commands_run() -> None:
     assert len(apis) == 2 and {a["ports"][0] for a in apis} == {"8000:8000", "8001:8000"}
     for api in apis:
         assert api["command"] == ["serve"] and "/readyz" in " ".join(api["healthcheck"]["test"])
+    # the compose file mounts deploy/keys.json: made by `optd keys create`, as documented
+    keys = str(tmp_path / "keys.json")
+    made = subprocess.run(
+        [sys.executable, "-m", "app.cli", "keys", "create", "--file", keys, "--tenant", "team"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    key = made.stdout.strip()
+    caddy = (ROOT / "deploy" / "Caddyfile").read_text()
+    assert "reverse_proxy api-1:8000 api-2:8000" in caddy and "tls" in caddy
     with RedisProc(appendonly=True, appendfsync=flags["--appendfsync"]) as redis:
         procs = []
         for api in apis:
@@ -42,15 +57,18 @@ def test_compose_commands_run() -> None:
             env["OPTD_REDIS_URL"] = env["OPTD_REDIS_URL"].replace(
                 "redis:6379", f"127.0.0.1:{redis.port}"
             )
+            assert env["OPTD_API_KEYS_FILE"] == api["volumes"][0].split(":")[1]
+            env["OPTD_API_KEYS_FILE"] = keys
             env.pop("OPTD_PORT")
             env["OPTD_HOST"] = "127.0.0.1"  # tests bind loopback only
             procs.append(start(env))
         try:
             # both replicas serve the same sessions: train on one, read from the other
-            assert train_toy(procs[0][1]) < 1e-2
-            import httpx
-
-            listing = httpx.get(procs[1][1] + "/v1/sessions").json()["sessions"]
+            assert httpx.get(procs[0][1] + "/v1/sessions").status_code == 401  # auth is on
+            assert train_toy(procs[0][1], {"Authorization": f"Bearer {key}"}) < 1e-2
+            listing = httpx.get(
+                procs[1][1] + "/v1/sessions", headers={"Authorization": f"Bearer {key}"}
+            ).json()["sessions"]
             assert len(listing) == 1 and listing[0]["step"] == 150
         finally:
             for proc, _ in procs:
@@ -74,6 +92,7 @@ def test_compose_cluster_profile_runs() -> None:
         for api in apis:
             env = {k: str(v) for k, v in api["environment"].items()}
             assert env["OPTD_REDIS_CLUSTER"] == "1" and env["OPTD_REDIS_WAIT_REPLICAS"] == "1"
+            env.pop("OPTD_API_KEYS_FILE")  # auth is covered above; loopback here
             env["OPTD_REDIS_URL"] = cluster.url
             env.pop("OPTD_PORT")
             env["OPTD_HOST"] = "127.0.0.1"

@@ -15,12 +15,12 @@ from tests.procs import ROOT, start, stop
 from tests.redisproc import RedisProc, free_port
 
 
-def train_toy(url: str) -> float:
+def train_toy(url: str, headers: dict[str, str] | None = None) -> float:
     """Linear regression with httpx: the README's quick start, shortened."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((64, 3))
     y = x @ np.array([1.0, -2.0, 0.5]) + 0.3
-    with httpx.Client(base_url=url, timeout=10) as http:
+    with httpx.Client(base_url=url, timeout=10, headers=headers) as http:
         r = http.post(
             "/v1/sessions",
             json={

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -14,6 +16,11 @@ class Settings(BaseSettings):
     redis_wait_replicas: int = Field(
         0, ge=0, description="acknowledge a step only once WAIT confirms N replicas have it"
     )
+    auth: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto: on when keys are configured or the bind is not loopback"
+    )
+    api_keys_file: str | None = Field(None, description="JSON keys file (see app.core.auth)")
+    api_keys: str | None = Field(None, description="tenant:key,... (plain; tests and dev)")
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = Field(1, ge=1)

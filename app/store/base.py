@@ -126,3 +126,20 @@ class SessionStore(Protocol):
     async def barrier_get(self, sid: str, version: int) -> dict[str, bytes]: ...
 
     async def barrier_clear(self, sid: str, version: int) -> None: ...
+
+    # --- tenants (DESIGN §6) ---
+
+    async def quota_add(
+        self,
+        tenant: str,
+        sessions: int,
+        nbytes: int,
+        max_sessions: int | None,
+        max_bytes: int | None,
+    ) -> bool:
+        """Atomically add to a tenant's usage (sessions, state bytes) unless an increase
+        would pass a limit (then nothing changes and False). Decreases always apply."""
+
+    async def rate_take(self, tenant: str, rate: float, burst: float) -> float:
+        """Take one token from the tenant's bucket: 0.0 if granted, else seconds to wait.
+        Shared by every API process (one bucket per tenant in the store)."""

@@ -17,6 +17,8 @@ Layout (the `{...}` part is the Redis Cluster hash tag):
     optd:{<sid>}:barrier:<version>             hash: worker -> gradient (safetensors), the
                                                open sync round on top of <version>
     optd:index:{<shard>}                       sorted set, score 0, members = sids
+    optd:tenant:{<tenant>}:usage               hash: sessions, bytes (quota counters)
+    optd:tenant:{<tenant>}:bucket              hash: tokens, at (the rate limiter)
 
 `slots` in meta is JSON `{slot: [dtype, length, nchunks, token, nbytes]}`. `token` is
 random per write, so a chunk key is written once and never rewritten: a commit writes
@@ -116,6 +118,14 @@ def barrier_key(sid: str, version: int) -> str:
 
 
 INFLIGHT = b"inflight:"
+
+
+def usage_key(tenant: str) -> str:
+    return f"{PREFIX}:tenant:{{{tenant}}}:usage"
+
+
+def bucket_key(tenant: str) -> str:
+    return f"{PREFIX}:tenant:{{{tenant}}}:bucket"
 
 
 def index_shard(sid: str) -> int:

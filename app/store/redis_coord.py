@@ -37,7 +37,7 @@ class _Host(Protocol):
 class RedisCoordination:
     """Mixed into RedisStore; needs its `client`, `_errors` and `_run`."""
 
-    SCRIPTS = ("idem_claim", "idem_release", "compare_del")
+    SCRIPTS = ("idem_claim", "idem_release", "compare_del", "quota_add", "rate_take")
 
     async def _replicate(self: _Host, meta_key: str) -> None:
         """OPTD_REDIS_WAIT_REPLICAS: acknowledge a write only once N replicas have it.
@@ -143,6 +143,25 @@ class RedisCoordination:
             return await self.client.delete(keys.barrier_key(sid, version))
 
         await self._transient(call)
+
+    async def quota_add(
+        self: _Host,
+        tenant: str,
+        sessions: int,
+        nbytes: int,
+        max_sessions: int | None,
+        max_bytes: int | None,
+    ) -> bool:
+        limits = [
+            -1 if max_sessions is None else max_sessions,
+            -1 if max_bytes is None else max_bytes,
+        ]
+        ok = await self._run("quota_add", [keys.usage_key(tenant)], [sessions, nbytes, *limits])
+        return bool(ok)
+
+    async def rate_take(self: _Host, tenant: str, rate: float, burst: float) -> float:
+        wait_ms = await self._run("rate_take", [keys.bucket_key(tenant)], [rate, burst])
+        return float(wait_ms) / 1000.0
 
 
 def _text(v: bytes | str) -> str:

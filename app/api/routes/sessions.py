@@ -20,7 +20,8 @@ from app.api.transport import (
     read_body,
     request_format,
 )
-from app.problems import InvalidBody, InvalidConfig, NotFound
+from app.core.auth import TENANT_LABEL, current_caller
+from app.problems import InvalidBody, InvalidConfig
 from app.session import SessionMeta
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -74,6 +75,12 @@ async def list_sessions(
         if not sep or not key:
             raise InvalidBody(f"label filter must look like key=value, got {item!r}")
         labels[key] = value
+    for key in labels:
+        if key.startswith("optd/"):
+            raise InvalidBody(f"label {key!r}: the prefix optd/ is reserved")
+    caller = current_caller.get()
+    if caller.tenant is not None and not caller.admin:
+        labels[TENANT_LABEL] = caller.tenant  # a tenant lists its own sessions only
     page, next_cursor = await engine.store.list(cursor, limit, labels or None)
     out = []
     for summary in page:
@@ -109,7 +116,5 @@ async def patch_session(
 
 @router.delete("/{sid}", status_code=204)
 async def delete_session(sid: str, engine: EngineDep) -> Response:
-    if not await engine.store.delete(sid):
-        raise NotFound(f"session {sid!r} does not exist")
-    engine.metrics.sessions_deleted.inc()
+    await sessions.delete(engine, sid)
     return Response(status_code=204)
