@@ -141,3 +141,44 @@ def test_session_ttl_expires(make_client: Callable[..., TestClient], store_kind:
     time.sleep(2.2)
     assert_problem(client.get(f"/v1/sessions/{sid}"), 404, "not-found")
     assert client.get("/v1/sessions").json()["sessions"] == []
+
+
+def test_isolation_and_quota_across_two_processes(tmp_path: Path) -> None:
+    """Two API processes on one Redis: a tenant's session is invisible to another tenant
+    through either process, and racing creates through both cannot pass the quota."""
+    import httpx
+
+    from tests.procs import start, stop
+    from tests.redisproc import RedisProc
+
+    path = keys_file(tmp_path, {"b": {"max_sessions": 4}})
+    with RedisProc() as redis:
+        procs = [start({"OPTD_REDIS_URL": redis.url, "OPTD_API_KEYS_FILE": path}) for _ in "12"]
+        urls = [u for _, u in procs]
+        try:
+            r = httpx.post(urls[0] + "/v1/sessions", json={"params": tensors(P)}, headers=bearer(A))
+            sid = r.json()["id"]
+            for url in urls:
+                got = httpx.get(f"{url}/v1/sessions/{sid}", headers=bearer(B))
+                assert_problem(got, 404, "not-found")
+                assert httpx.get(f"{url}/v1/sessions/{sid}", headers=bearer(A)).status_code == 200
+            codes: list[int] = []
+
+            def create(i: int) -> None:
+                r = httpx.post(
+                    urls[i % 2] + "/v1/sessions",
+                    json={"params": tensors(P)},
+                    headers=bearer(B),
+                    timeout=30,
+                )
+                codes.append(r.status_code)
+
+            threads = [threading.Thread(target=create, args=(i,)) for i in range(10)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert sorted(codes) == [201] * 4 + [429] * 6
+        finally:
+            for p, _ in procs:
+                stop(p)
