@@ -171,8 +171,12 @@ class Engine:
         after the previous one committed: it mutates what it loads, the store hands over
         its cache instead of copying). A sync-mode session is returned to the caller."""
         # Lock order: this process's asyncio lock, then the cross-process advisory lock.
+        # With a shared store, every step takes the advisory lock first (one SET NX and one
+        # release: far cheaper than a lost step), so a process that has not lost a race
+        # recently still queues behind one that is stepping. In one process the asyncio
+        # lock above is enough, until a race was lost (e.g. two embedded apps in tests).
         contended = self._contended.get(sid, 0) > time.monotonic()
-        token = await self._acquire(sid) if contended else None
+        token = await self._acquire(sid) if contended or self.store.kind != "memory" else None
         try:
             for _ in range(MAX_ATTEMPTS):
                 stored, meta = await self.load(sid, take=True)

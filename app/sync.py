@@ -102,10 +102,10 @@ async def sync_step(
             return await _result(engine, sid, base)
         now = time.monotonic()
         if now >= deadline:
-            have = len(await engine.store.barrier_get(sid, base))
+            have = await engine.store.barrier_count(sid, base)
             return BarrierPending(base, have, need)
         if full_since is None:
-            if len(await engine.store.barrier_get(sid, base)) >= need:
+            if await engine.store.barrier_count(sid, base) >= need:
                 full_since = now
         elif now - full_since > RECOVER_AFTER_S:
             await close_round(engine, sid, base)

@@ -125,6 +125,9 @@ class SessionStore(Protocol):
 
     async def barrier_get(self, sid: str, version: int) -> dict[str, bytes]: ...
 
+    async def barrier_count(self, sid: str, version: int) -> int:
+        """How many workers the round holds (without moving their gradients)."""
+
     async def barrier_clear(self, sid: str, version: int) -> None: ...
 
     # --- tenants (DESIGN §6) ---

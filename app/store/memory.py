@@ -234,6 +234,9 @@ class MemoryStore:
     async def barrier_get(self, sid: str, version: int) -> dict[str, bytes]:
         return dict(self._get(sid).barriers.get(version, {}))
 
+    async def barrier_count(self, sid: str, version: int) -> int:
+        return len(self._get(sid).barriers.get(version, {}))
+
     async def barrier_clear(self, sid: str, version: int) -> None:
         sess = self._sessions.get(sid)
         if sess is not None:

@@ -138,6 +138,12 @@ class RedisCoordination:
         # decode_responses is off: keys and values are bytes
         return {_text(k): _raw(v) for k, v in raw.items()}
 
+    async def barrier_count(self: _Host, sid: str, version: int) -> int:
+        async def call() -> Any:
+            return await self.client.hlen(keys.barrier_key(sid, version))
+
+        return int(await self._transient(call))
+
     async def barrier_clear(self: _Host, sid: str, version: int) -> None:
         async def call() -> Any:
             return await self.client.delete(keys.barrier_key(sid, version))
