@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import http.client
 import os
 import re
@@ -122,11 +123,16 @@ def wait_redis(p: Proc, timeout: float = 15.0) -> None:
     raise RuntimeError(f"redis-server on {p.port} did not answer PING in {timeout:g} s")
 
 
-def start_optd(name: str, redis_url: str | None) -> Proc:
+def start_optd(
+    name: str, redis_url: str | None, extra_env: Mapping[str, str] | None = None
+) -> Proc:
+    """`optd serve` (one process) on a free port; `extra_env` adds OPTD_* settings such as
+    OPTD_REDIS_CLUSTER=1 (bench/bench_cluster.py)."""
     port = free_port()
     env = _base_env()
     if redis_url is not None:
         env["OPTD_REDIS_URL"] = redis_url
+    env.update(extra_env or {})
     argv = [sys.executable, "-m", "app.cli", "serve", "--host", HOST, "--port", str(port)]
     return Proc(name, [*argv, "--log-level", "warning"], env, port)
 
@@ -255,6 +261,22 @@ def scrape_phases(port: int) -> dict[str, tuple[float, float]]:
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 
+_SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)\s+([0-9.eE+-]+|NaN|[+-]Inf)$", re.M)
+
+
+def scrape_samples(port: int) -> dict[str, float]:
+    """Every unlabelled sample of the server's /metrics (`optd_steps_total`,
+    `optd_commit_conflicts_total`, `optd_staleness_sum`, ...) by name."""
+    conn = Http(port, timeout=10.0)
+    try:
+        status, _, body = conn.request("GET", "/metrics")
+    finally:
+        conn.close()
+    if status != 200:
+        raise RuntimeError(f"/metrics on {port} answered {status}")
+    return {name: float(value) for name, value in _SAMPLE_RE.findall(body.decode())}
+
+
 def phase_means_ms(
     before: Mapping[str, tuple[float, float]], after: Mapping[str, tuple[float, float]]
 ) -> dict[str, float]:
@@ -265,6 +287,26 @@ def phase_means_ms(
         if c1 > c0:
             out[phase] = 1000.0 * (s1 - s0) / (c1 - c0)
     return out
+
+
+def code_state() -> str:
+    """The commit measured, and whether the server's code had uncommitted changes (other
+    engineers edit the tree while benchmarks run)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT, capture_output=True, text=True, timeout=10, check=False,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "diff", "HEAD", "--", "app"],
+            cwd=ROOT, capture_output=True, timeout=10, check=False,
+        ).stdout  # fmt: skip
+    except OSError:
+        return "unknown"
+    if not dirty:
+        return head or "unknown"
+    digest = hashlib.sha256(dirty).hexdigest()[:10]
+    return f"{head or 'unknown'} + uncommitted changes in app/ (sha256 of the diff {digest})"
 
 
 def redis_version() -> str:

@@ -300,12 +300,13 @@ def render(
     return "\n".join(lines) + "\n"
 
 
-def write_section(body: str) -> None:
-    """Replace this section (up to the next `## ` heading), keeping every other one."""
+def write_section(body: str, section: str = SECTION) -> None:
+    """Replace this section (up to the next `## ` heading), keeping every other one.
+    `section` is the heading line; other benchmarks pass their own."""
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     lines = text.splitlines()
-    if SECTION in lines:
-        start = lines.index(SECTION)
+    if section in lines:
+        start = lines.index(section)
         end = next(
             (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
         )
