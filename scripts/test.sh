@@ -17,8 +17,8 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
   . .venv/bin/activate
 fi
 
-step "installing optd with its dev extras, and the Python SDK with its torch adapter"
-python -m pip install -q --disable-pip-version-check -e ".[dev]" -e "./clients/python[torch]"
+step "installing optd (dev and examples extras) and the Python SDK with its torch adapter"
+python -m pip install -q --disable-pip-version-check -e ".[dev,examples]" -e "./clients/python[torch]"
 
 for tool in node npm go; do
   command -v "$tool" >/dev/null 2>&1 || {
