@@ -85,12 +85,11 @@ def goals(results: Sequence[Result]) -> list[str]:
         + "; ".join(parts)
         + ". A conflict is one step computed and committed, then refused by the "
         "compare-and-set because another writer moved the version first, and recomputed "
-        f"after a reload{inside}. After a lost race a process takes the session's advisory "
-        "Redis lock for its steps for 5 s (DESIGN.md §8); a process that has not lost "
-        "recently does not take it, so lost races come in bursts and vary from round to "
-        "round (this cell runs more rounds than the others). Sync rounds are closed once by "
-        "the request that "
-        "completes them; a close that loses its compare-and-set is not counted by this metric."
+        f"after a reload{inside}. On Redis every async step takes the session's advisory "
+        "lock before it loads (DESIGN.md §8), so writers in different processes queue "
+        "instead of computing steps that lose (this cell runs more rounds than the others). "
+        "Sync rounds are closed once by the request that completes them; a close that "
+        "loses its compare-and-set is not counted by this metric."
     ]
     solo = next((r for r in results if (r.n, r.mode, r.workers) == (n, "sync", 1)), None)
     for r in cells:
