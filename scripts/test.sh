@@ -47,6 +47,9 @@ mypy
 step "pytest (server, Python SDK, examples)"
 python -m pytest "$@"
 
+step "benchmark smoke run (python -m bench --quick: every system answers correctly)"
+python -m bench --quick
+
 # The SDKs in other languages start this interpreter's `optd serve` in their tests.
 export OPTD_PYTHON="$(command -v python)"
 
