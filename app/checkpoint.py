@@ -118,11 +118,12 @@ async def import_state(
     n = len(meta.layout.specs)
     if meta.steps.size != n or any(v.size != n for v in meta.scalars.values()):
         raise InvalidBody("checkpoint: steps/scalars do not match the layout")
-    if set(meta.scalars) != set(cfg.optimizer.scalar_slots):
-        raise InvalidBody(f"checkpoint: scalars must be {sorted(cfg.optimizer.scalar_slots)}")
-    slots: dict[str, np.ndarray] = {}
-    for slot in (PARAM, *cfg.slot_names()):
-        flat = np.empty(meta.layout.total, dtype=cfg.dtype)
+    if n and (int(meta.layout.groups.max()) > len(meta.config.groups) or meta.steps.min() < 0):
+        raise InvalidBody("checkpoint: a group index or a step count is out of range")
+    if not all(np.isfinite(v).all() for v in meta.scalars.values()):
+        raise InvalidBody("checkpoint: scalar state must be finite")
+    expected = (PARAM, *cfg.slot_names())
+    for slot in expected:  # every tensor present and sized, before anything is allocated
         for s in meta.layout.specs:
             arr = tensors.get(f"{slot}/{s.name}")
             if arr is None:
@@ -131,7 +132,14 @@ async def import_state(
                 raise InvalidTensor(
                     f"checkpoint: {slot}/{s.name!r} has {arr.size} values, expected {s.size}"
                 )
-            flat[s.offset : s.offset + s.size] = arr.reshape(-1)
+    if set(meta.scalars) != set(cfg.optimizer.scalar_slots):
+        raise InvalidBody(f"checkpoint: scalars must be {sorted(cfg.optimizer.scalar_slots)}")
+    slots: dict[str, np.ndarray] = {}
+    for slot in expected:
+        flat = np.empty(meta.layout.total, dtype=cfg.dtype)
+        for s in meta.layout.specs:
+            with np.errstate(over="ignore"):
+                flat[s.offset : s.offset + s.size] = tensors[f"{slot}/{s.name}"].reshape(-1)
         if not np.isfinite(flat).all():
             raise InvalidTensor(f"checkpoint: slot {slot!r} contains NaN or Inf")
         slots[slot] = flat

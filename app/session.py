@@ -67,7 +67,7 @@ class SessionOptions(BaseModel):
     max_staleness: int | None = Field(None, ge=0)
     staleness_lr: Literal["none", "inverse"] = "none"
     labels: dict[str, str] = Field(default_factory=dict)
-    ttl_s: int | None = Field(None, gt=0)
+    ttl_s: int | None = Field(None, gt=0, le=10 * 365 * 86_400, description="at most 10 years")
 
     @model_validator(mode="after")
     def _labels_not_reserved(self) -> Self:

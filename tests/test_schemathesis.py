@@ -25,7 +25,7 @@ import orjson
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, seed
+from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from safetensors.numpy import save as st_save
@@ -36,7 +36,7 @@ from schemathesis.config import SchemathesisConfig
 from app.core.config import Settings
 from app.main import create_app
 
-EXAMPLES = 30  # per operation and generation mode
+EXAMPLES = 80  # per operation and generation mode
 SEEDED = ("seed-adam", "seed-f64", "seed-sync")
 P = {"w": np.arange(4, dtype=np.float32).reshape(2, 2), "b": np.zeros(2, dtype=np.float32)}
 SEED_CONFIGS: dict[str, dict[str, Any]] = {
@@ -45,6 +45,7 @@ SEED_CONFIGS: dict[str, dict[str, Any]] = {
     "seed-sync": {"optimizer": "adamw", "mode": "sync", "workers": 2},
 }
 PROBLEM_MEMBERS = ("type", "title", "status", "detail")
+ST = "application/x-safetensors"
 
 DOC = create_app(Settings(redis_url=None)).openapi()
 SCHEMA = schemathesis.openapi.from_dict(DOC, config=SchemathesisConfig(seed=0))
@@ -70,18 +71,18 @@ VALID_BODIES: dict[tuple[str, str], list[Any]] = {
         {"grads": {k: _tensor(v) for k, v in GRADS.items()}},
         {"grads": {"b": [0.25, -0.25]}, "worker": "w1", "base_version": 0, "loss": 1.5},
     ],
-    ("POST /v1/sessions/{sid}/step", "application/x-safetensors"): [
+    ("POST /v1/sessions/{sid}/step", ST): [
         st_save(GRADS),
         st_save({"b": GRADS["b"]}, metadata={"worker": "w2", "loss": "0.5"}),
     ],
     ("PUT /v1/sessions/{sid}/params", "application/json"): [
         {"params": {k: _tensor(v) for k, v in P.items()}}
     ],
-    ("PUT /v1/sessions/{sid}/params", "application/x-safetensors"): [st_save(P)],
+    ("PUT /v1/sessions/{sid}/params", ST): [st_save(P)],
     ("POST /v1/sessions", "application/json"): [
         {"params": {k: _tensor(v) for k, v in P.items()}, "optimizer": "nadam"},
     ],
-    ("POST /v1/sessions", "application/x-safetensors"): [
+    ("POST /v1/sessions", ST): [
         st_save(P, metadata={"config": orjson.dumps({"optimizer": "lion"}).decode()})
     ],
     ("PATCH /v1/sessions/{sid}", "application/json"): [
@@ -141,6 +142,8 @@ def problem_json(ctx: Any, response: Any, case: Any) -> bool | None:
     assert body["status"] == response.status_code, (
         f"problem status {body['status']!r} but HTTP status {response.status_code}"
     )
+    if response.status_code in (429, 503):
+        assert response.headers.get("retry-after"), f"{response.status_code} without Retry-After"
     return True
 
 
@@ -174,17 +177,29 @@ CASES = [(op, GenerationMode.POSITIVE) for op in OPERATIONS]
 CASES += [(op, GenerationMode.NEGATIVE) for op in OPERATIONS if negatable(op)]
 
 
+# Headers the document does not describe but every tensor route reads (DESIGN §3, §7).
+EXTRA_HEADERS = st.fixed_dictionaries(
+    {},
+    optional={
+        "accept": st.sampled_from(
+            ["application/json", ST, "application/octet-stream", "image/png", "*/*;q=0", "*/*"]
+        ),
+        "idempotency-key": st.sampled_from(["k1", "k2", "x" * 300]),
+        "prefer": st.just("return=minimal"),
+    },
+)
+
+
 @pytest.mark.parametrize(
     ("operation", "mode"), CASES, ids=[f"{op.label}-{m.value}" for op, m in CASES]
 )
 def test_contract(api: TestClient, operation: Any, mode: GenerationMode) -> None:
     strategy = operation.as_strategy(generation_mode=mode)
-    known = {
-        mt: VALID_BODIES.get((operation.label, mt), [])
-        for mt in ("application/json", "application/x-safetensors")
-    }
+    known = {mt: VALID_BODIES.get((operation.label, mt), []) for mt in ("application/json", ST)}
+    if operation.label == "PUT /v1/sessions/{sid}/state":  # a real checkpoint, both formats
+        known["application/json"] = [api.get("/v1/sessions/seed-adam/state").json()]
+        known[ST] = [api.get("/v1/sessions/seed-f64/state", headers={"accept": ST}).content]
 
-    @seed(0)
     @hsettings(
         max_examples=EXAMPLES,
         derandomize=True,
@@ -196,11 +211,13 @@ def test_contract(api: TestClient, operation: Any, mode: GenerationMode) -> None
             HealthCheck.data_too_large,
         ],
     )
-    @given(case=strategy, pick=st.integers(0, 3))
-    def run(case: Any, pick: int) -> None:
+    @given(case=strategy, pick=st.integers(0, 3), extra=EXTRA_HEADERS)
+    def run(case: Any, pick: int, extra: dict[str, str]) -> None:
         bodies = known.get(case.media_type or "", [])
         if pick < len(bodies) and case.path_parameters.get("sid", SEEDED[0]) in SEEDED:
             case.body = bodies[pick]
+        for name, value in extra.items():
+            case.headers[name] = value
         response = send(api, case)
         case.validate_response(response, checks=CHECKS)
         if (

@@ -57,10 +57,24 @@ class Layout:
         return [[s.name, list(s.shape), s.group] for s in self.specs]
 
     @classmethod
-    def from_json(cls, items: list[list[Any]]) -> Layout:
+    def from_json(cls, items: list[list[Any]], max_elements: int = 2**40) -> Layout:
+        """Rebuild a stored or uploaded layout, refusing anything malformed (ValueError)."""
         specs, offset = [], 0
-        for name, shape, group in items:
+        if not isinstance(items, list):
+            raise ValueError("layout must be a list of [name, shape, group]")
+        for item in items:
+            if not (isinstance(item, list) and len(item) == 3):
+                raise ValueError("layout entries are [name, shape, group]")
+            name, shape, group = item
+            if not isinstance(name, str) or not isinstance(shape, list):
+                raise ValueError("layout: a name is a string and a shape a list")
+            if not all(type(d) is int and 0 <= d <= max_elements for d in shape):
+                raise ValueError(f"layout: {name!r} has an invalid shape {shape}")
+            if type(group) is not int or group < 0:
+                raise ValueError(f"layout: {name!r} has an invalid group {group!r}")
             size = math.prod(shape)
+            if size > max_elements or offset + size > max_elements:
+                raise ValueError(f"layout: more than {max_elements} elements")
             specs.append(TensorSpec(name, tuple(shape), offset, size, group))
             offset += size
         return cls(specs)

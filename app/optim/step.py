@@ -12,7 +12,7 @@ import numpy as np
 
 from app.optim.base import CHUNK
 from app.optim.config import ResolvedConfig
-from app.optim.state import Layout, OptimState, apply_update
+from app.optim.state import PARAM, Layout, OptimState, apply_update
 from app.problems import InvalidTensor
 
 
@@ -68,7 +68,7 @@ def global_norm(flat: np.ndarray, ranges: list[tuple[int, int]]) -> float:
     total = 0.0
     for lo, hi in ranges:
         for a in range(lo, hi, CHUNK):
-            c = flat[a : min(a + CHUNK, hi)]
+            c = flat[a : min(a + CHUNK, hi)].astype(np.float64)  # float32 squares overflow
             total += float(np.dot(c, c))
     return math.sqrt(total)
 
@@ -109,6 +109,21 @@ def run_step(
                 grad[lo:hi] *= coef
     factor = cfg.lr_factor(session_step) * lr_scale
     lrs = [hp.lr * factor for hp in cfg.group_hps]
-    apply_update(cfg.optimizer, cfg.group_hps, state, grad, stepped, lrs)
+    try:
+        # An overflow would leave Inf/NaN in the state: refuse the step instead. The caller
+        # owns these arrays and commits nothing when this raises.
+        with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+            apply_update(cfg.optimizer, cfg.group_hps, state, grad, stepped, lrs)
+            # a step size beyond the dtype (lr 1e308 in float32) becomes Inf without raising
+            param = state.slots[PARAM]
+            for lo, hi in ranges:
+                if not np.isfinite(param[lo:hi]).all():
+                    raise FloatingPointError("the parameters overflowed")
+    except FloatingPointError as exc:
+        raise InvalidTensor(
+            f"this step would make the optimizer state non-finite ({exc}); nothing was "
+            "applied: lower the learning rate, clip the gradients (max_grad_norm) or scale "
+            "the loss"
+        ) from None
     names = tuple(state.layout.specs[i].name for i in stepped)
     return StepInfo(session_step + 1, cfg.group_hps[0].lr * factor, norm, names)
