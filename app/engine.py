@@ -24,7 +24,6 @@ from app.core.auth import current_caller
 from app.core.config import Settings
 from app.metrics import Metrics
 from app.optim import PARAM, ResolvedConfig, StepInfo, assemble_grads, run_step
-from app.optim.config import OptimConfig
 from app.problems import (
     Conflict,
     IdempotencyMismatch,
@@ -94,7 +93,6 @@ class Engine:
         # One in-process lock per session: concurrent requests in this process queue
         # instead of computing a step that would lose the compare-and-set anyway.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self._configs: dict[bytes, ResolvedConfig] = {}
         self._contended: dict[str, float] = {}  # sid -> until (monotonic)
 
     def lock(self, sid: str) -> asyncio.Lock:
@@ -103,15 +101,6 @@ class Engine:
             lock = asyncio.Lock()
             self._locks[sid] = lock
         return lock
-
-    def resolve(self, config: OptimConfig) -> ResolvedConfig:
-        key = orjson.dumps(config.model_dump(mode="json"))
-        cfg = self._configs.get(key)
-        if cfg is None:
-            if len(self._configs) > 1024:
-                self._configs.clear()
-            cfg = self._configs[key] = config.resolve()
-        return cfg
 
     async def compute(self, n: int, fn: Callable[..., T], *args: Any) -> T:
         """Large numpy work runs in a thread (numpy releases the GIL) so the event loop
@@ -238,7 +227,7 @@ class Engine:
                 current_version=stored.version,
             )
         staleness = self._staleness(meta, stored.version, req.base_version)
-        cfg = self.resolve(meta.config)
+        cfg = meta.config.resolve()
         scale = 1.0
         if staleness and meta.options.staleness_lr == "inverse":
             scale = 1.0 / (1 + staleness)

@@ -70,7 +70,7 @@ async def sync_step(
             f"base_version {base} is ahead of the session's version {version}",
             current_version=version,
         )
-    cfg = engine.resolve(meta.config)
+    cfg = meta.config.resolve()
     flat, stepped = assemble_grads(meta.layout, req.grads, cfg.dtype)  # validates names/shapes
     for spec in _specs(meta, stepped):
         if not np.isfinite(flat[spec.offset : spec.offset + spec.size]).all():
@@ -123,7 +123,7 @@ async def close_round(engine: Engine, sid: str, base: int) -> None:
         contributions = await engine.store.barrier_get(sid, base)
         if len(contributions) < (meta.options.workers or 1):
             return
-        cfg = engine.resolve(meta.config)
+        cfg = meta.config.resolve()
         layout = meta.layout
         acc = np.zeros(layout.total, dtype=np.float64)
         touched = np.zeros(len(layout.specs), dtype=bool)

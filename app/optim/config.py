@@ -7,7 +7,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from app.optim.base import Hyperparams, Optimizer, validation_problem
 from app.optim.registry import get_optimizer
@@ -39,8 +39,16 @@ class OptimConfig(BaseModel):
     max_grad_norm: float | None = Field(None, gt=0.0, allow_inf_nan=False)
     check_finite: bool = Field(True, description="refuse NaN/Inf gradients with 422")
     groups: list[GroupSpec] = Field(default_factory=list)
+    # Validated once per instance: configs are never mutated (a PATCH parses a new one),
+    # and a session's config object is shared by every load of it in a process.
+    _resolved: ResolvedConfig | None = PrivateAttr(None)
 
     def resolve(self) -> ResolvedConfig:
+        if self._resolved is None:
+            self._resolved = self._resolve()
+        return self._resolved
+
+    def _resolve(self) -> ResolvedConfig:
         opt = get_optimizer(self.optimizer)
         base = opt.validate(self.hyperparams)
         hps: list[Hyperparams] = [base]
