@@ -57,7 +57,8 @@ async def put_params(
         raise InvalidTensor("params: nothing to write")
     async with engine.lock(sid):
         while True:
-            stored, meta = await engine.load(sid, [PARAM], take=True)
+            # every slot: the commit below is a full write (a step log needs one)
+            stored, meta = await engine.load(sid, take=True)
             if if_match is not None and if_match != stored.version:
                 raise PreconditionFailed(
                     f"If-Match {if_match} but the session is at version {stored.version}",
@@ -79,7 +80,7 @@ async def put_params(
             meta.updated_at = time.time()
             try:
                 return await engine.store.commit(
-                    sid, stored.version, meta.to_bytes(), {PARAM: flat}, None, meta.options.ttl_s
+                    sid, stored.version, meta.to_bytes(), stored.slots, None, meta.options.ttl_s
                 )
             except Conflict:
                 if if_match is not None:

@@ -13,17 +13,18 @@ import contextlib
 import secrets
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
 import orjson
 
+from app import steplog
 from app.core.auth import current_caller
 from app.core.config import Settings
 from app.metrics import Metrics
-from app.optim import PARAM, ResolvedConfig, StepInfo, assemble_grads, run_step
+from app.optim import PARAM
 from app.problems import (
     Conflict,
     IdempotencyMismatch,
@@ -94,6 +95,12 @@ class Engine:
         # instead of computing a step that would lose the compare-and-set anyway.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._contended: dict[str, float] = {}  # sid -> until (monotonic)
+        store.replayer = self.replay
+
+    async def replay(self, slots: dict[str, np.ndarray], entries: list[tuple[bytes, Any]]) -> None:
+        """What the store calls to bring a state up to date from its step log."""
+        n = sum(int(grad.size) for _, grad in entries)
+        await self.compute(n, steplog.replay, slots, entries)
 
     def lock(self, sid: str) -> asyncio.Lock:
         lock = self._locks.get(sid)
@@ -232,9 +239,10 @@ class Engine:
         if staleness and meta.options.staleness_lr == "inverse":
             scale = 1.0 / (1 + staleness)
         state = meta.state(stored.slots)
+        log = self.store.wants_log(sum(a.nbytes for a in stored.slots.values()))
         t0 = time.perf_counter()
-        info: StepInfo = await self.compute(
-            meta.layout.total, _apply, cfg, meta, state, req.grads, scale
+        info, entry = await self.compute(
+            meta.layout.total, steplog.step_grads, cfg, meta, state, req.grads, scale, log
         )
         self.metrics.phase("compute", time.perf_counter() - t0)
         meta.step = info.step
@@ -252,7 +260,7 @@ class Engine:
         t0 = time.perf_counter()
         try:
             outcome.version = await self.store.commit(
-                sid, stored.version, meta.to_bytes(), state.slots, record, meta.options.ttl_s
+                sid, stored.version, meta.to_bytes(), state.slots, record, meta.options.ttl_s, entry
             )
         except Conflict:
             raise LostRace() from None
@@ -301,14 +309,3 @@ class Engine:
             {s.name: state.view(PARAM, s.name) for s in meta.layout.specs},
             replayed=True,
         )
-
-
-def _apply(
-    cfg: ResolvedConfig,
-    meta: SessionMeta,
-    state: Any,
-    grads: Mapping[str, np.ndarray],
-    scale: float,
-) -> StepInfo:
-    flat, stepped = assemble_grads(meta.layout, grads, cfg.dtype)
-    return run_step(cfg, state, flat, stepped, meta.step, scale)

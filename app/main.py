@@ -61,6 +61,8 @@ def create_app(settings: Settings | None = None, store: SessionStore | None = No
             cache_bytes=settings.cache_mb * 2**20,
             idempotency_ttl_s=settings.idempotency_ttl_s,
             wait_replicas=settings.redis_wait_replicas,
+            log_steps=settings.log_steps,
+            log_min_bytes=settings.log_min_bytes,
         )
         log.info(describe_store(settings) if own else f"store: {s.kind} (provided)")
         log.info(

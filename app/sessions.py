@@ -258,8 +258,14 @@ async def patch(
                 new_slots[slot] = fresh.slots[slot]
         meta.updated_at = time.time()
         try:
+            # every slot, not just the new ones: a store with a step log snapshots here
             version = await engine.store.commit(
-                sid, stored.version, meta.to_bytes(), new_slots, None, meta.options.ttl_s
+                sid,
+                stored.version,
+                meta.to_bytes(),
+                {**stored.slots, **new_slots},
+                None,
+                meta.options.ttl_s,
             )
         except Conflict as exc:
             raise PreconditionFailed(

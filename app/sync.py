@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from app import steplog
 from app.codec import safetensors
-from app.optim import PARAM, assemble_grads, run_step
+from app.optim import PARAM, assemble_grads
 from app.optim.state import TensorSpec
 from app.problems import (
     Conflict,
@@ -138,13 +139,16 @@ async def close_round(engine: Engine, sid: str, base: int) -> None:
         grad = acc.astype(cfg.dtype)
         stepped = np.flatnonzero(touched)
         state = meta.state(stored.slots)
-        info = await engine.compute(layout.total, run_step, cfg, state, grad, stepped, meta.step)
+        log = engine.store.wants_log(sum(a.nbytes for a in stored.slots.values()))
+        info, entry = await engine.compute(
+            layout.total, steplog.step, cfg, meta, state, grad, stepped, 1.0, log
+        )
         meta.step = info.step
         meta.last_lr, meta.last_grad_norm = info.lr, info.grad_norm
         meta.updated_at = time.time()
         try:
             await engine.store.commit(
-                sid, base, meta.to_bytes(), state.slots, None, meta.options.ttl_s
+                sid, base, meta.to_bytes(), state.slots, None, meta.options.ttl_s, entry
             )
         except Conflict:
             return  # another process closed it

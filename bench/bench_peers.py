@@ -183,10 +183,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--no-write", action="store_true", help="full run, print only")
     ap.add_argument("--no-ray", action="store_true", help="skip Ray even if it is installed")
+    ap.add_argument(
+        "--sizes", help="only these parameter counts, e.g. 1e3,1e6 (print only; for profiling)"
+    )
     ap.add_argument("--clients", type=int, help="concurrent clients (32; quick 8)")
     ap.add_argument("--seconds", type=float, help="seconds per closed-loop round (3; quick 1)")
     args = ap.parse_args(argv)
     sizes = QUICK if args.quick else FULL
+    if args.sizes:
+        only = {int(float(x)) for x in args.sizes.split(",")}
+        sizes = [s for s in FULL if s[0] in only]
+        args.no_write = True
     clients = args.clients or (8 if args.quick else 32)
     seconds = args.seconds or (1.0 if args.quick else 3.0)
     rounds = 1 if args.quick else 3

@@ -26,11 +26,13 @@ def settings(store_kind: str, request: pytest.FixtureRequest) -> Settings:
         proc: RedisProc = request.getfixturevalue("redis_proc")
         with redis.Redis.from_url(proc.url) as r:
             r.flushall()
-        return Settings(redis_url=proc.url)
+        # every session keeps a step log (snapshot every 8th step): the log is exercised
+        # by every API test; processes started by tests run with the defaults
+        return Settings(redis_url=proc.url, log_min_bytes=0)
     if store_kind == "cluster":
         cluster: LocalCluster = request.getfixturevalue("redis_cluster")
         cluster.flushall()
-        return Settings(redis_url=cluster.url, redis_cluster=True)
+        return Settings(redis_url=cluster.url, redis_cluster=True, log_min_bytes=0, log_steps=3)
     return Settings(redis_url=None)
 
 

@@ -33,6 +33,15 @@ class Settings(BaseSettings):
     idempotency_ttl_s: int = Field(86_400, gt=0)
     chunk_mb: int = Field(64, gt=0, lt=512, description="Redis value size per chunk")
     cache_mb: int = Field(1024, ge=0, description="per-process cache of committed state")
+    log_steps: int = Field(
+        8,
+        ge=1,
+        description="Redis: a full snapshot every N steps, the steps between kept as "
+        "their gradients (1: snapshot every step)",
+    )
+    log_min_bytes: int = Field(
+        2**20, ge=0, description="Redis: sessions with less state than this always snapshot"
+    )
     offload_elements: int = Field(
         65_536, ge=0, description="steps on larger sessions run in a thread, off the event loop"
     )

@@ -4,7 +4,7 @@ from app.optim.base import Hyperparams, Optimizer
 from app.optim.config import OptimConfig, ResolvedConfig, parse_config
 from app.optim.registry import REGISTRY, get_optimizer, list_optimizers
 from app.optim.state import PARAM, Layout, OptimState
-from app.optim.step import StepInfo, assemble_grads, run_step
+from app.optim.step import StepInfo, apply_step, assemble_grads, grad_norm, run_step
 
 __all__ = [
     "PARAM",
@@ -16,8 +16,10 @@ __all__ = [
     "Optimizer",
     "ResolvedConfig",
     "StepInfo",
+    "apply_step",
     "assemble_grads",
     "get_optimizer",
+    "grad_norm",
     "list_optimizers",
     "parse_config",
     "run_step",

@@ -94,13 +94,34 @@ def run_step(
 ) -> StepInfo:
     """Apply one step in place. Validation happens before any state is touched, so a
     refused step leaves `state` exactly as it was."""
-    ranges = _ranges(state.layout, stepped)
+    norm = grad_norm(cfg, state.layout, grad, stepped)
+    return apply_step(cfg, state, grad, stepped, session_step, lr_scale, norm)
+
+
+def grad_norm(cfg: ResolvedConfig, layout: Layout, grad: np.ndarray, stepped: np.ndarray) -> float:
+    """The gradient's global norm, after refusing non-finite values (when configured)."""
     with np.errstate(over="ignore", invalid="ignore"):
-        norm = global_norm(grad, ranges)
+        norm = global_norm(grad, _ranges(layout, stepped))
     # A finite norm proves every value finite, so the explicit scan runs only when the
     # norm is not (NaN/Inf, or squares that overflowed).
     if cfg.config.check_finite and not math.isfinite(norm):
-        _check_finite(state.layout, grad, stepped)
+        _check_finite(layout, grad, stepped)
+    return norm
+
+
+def apply_step(
+    cfg: ResolvedConfig,
+    state: OptimState,
+    grad: np.ndarray,
+    stepped: np.ndarray,
+    session_step: int,
+    lr_scale: float,
+    norm: float,
+) -> StepInfo:
+    """Clip with the given norm, then the schedule and the update, in place (`grad` is
+    scratch). Replaying a logged step calls this with the norm the step computed, so the
+    replay does exactly the arithmetic the step did."""
+    ranges = _ranges(state.layout, stepped)
     max_norm = cfg.config.max_grad_norm
     if max_norm is not None and math.isfinite(norm):
         coef = max_norm / (norm + 1e-6)  # torch.nn.utils.clip_grad_norm_

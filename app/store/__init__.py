@@ -25,6 +25,8 @@ def open_store(
     cache_bytes: int = 1 * 2**30,
     idempotency_ttl_s: int = 86400,
     wait_replicas: int = 0,
+    log_steps: int = 8,
+    log_min_bytes: int = 2**20,
 ) -> SessionStore:
     """The memory store when no URL is given, else a Redis (Cluster) store. Nothing is
     contacted here: call `await store.ping()` at start-up to fail early and clearly."""
@@ -37,4 +39,6 @@ def open_store(
         cache_bytes=cache_bytes,
         idempotency_ttl_s=idempotency_ttl_s,
         wait_replicas=wait_replicas,
+        log_steps=log_steps,
+        log_min_bytes=log_min_bytes,
     )

@@ -15,7 +15,7 @@ Ownership rules (they make a failed commit harmless):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -39,6 +39,19 @@ class IdempotencyRecord:
 
 
 @dataclass
+class StepLog:
+    """A step as its gradient (DESIGN §5 "gradient log"): a store may persist this instead
+    of the slots a commit rewrites, and replay it on load with its `replayer`."""
+
+    record: bytes  # engine-defined: everything replaying the step needs besides `grad`
+    grad: np.ndarray  # flat, in the state's dtype; the store's after the commit
+
+
+# (slots to advance in place, [(record, grad)] oldest first): the engine's replay of a log
+Replayer = Callable[[dict[str, np.ndarray], list[tuple[bytes, np.ndarray]]], Awaitable[None]]
+
+
+@dataclass
 class SessionSummary:
     id: str
     version: int
@@ -49,6 +62,11 @@ class SessionStore(Protocol):
     """Implemented by `memory.MemoryStore` and `redis.RedisStore`; both pass the same tests."""
 
     kind: str  # "memory" or "redis"
+    replayer: Replayer | None  # set by the engine; a store with a step log needs it
+
+    def wants_log(self, state_bytes: int) -> bool:
+        """Whether `commit` may keep a step of a state this big as a `StepLog` (then the
+        engine pays for building one)."""
 
     async def ping(self) -> None:
         """Raise `StoreUnavailable` when the store cannot be reached."""
@@ -81,11 +99,17 @@ class SessionStore(Protocol):
         slots: Mapping[str, np.ndarray],
         idempotency: IdempotencyRecord | None = None,
         ttl_s: int | None = None,
+        log: StepLog | None = None,
     ) -> int:
         """Atomically: if version == expected_version, replace meta and the given slots
         (others untouched; a slot may be new), store `idempotency`, bump the version and
         return it. `Conflict` (with `current_version`) if the version moved on,
-        `NotFound` if the session is gone. Never half-applied."""
+        `NotFound` if the session is gone. Never half-applied.
+
+        With `log` (a step: `slots` is then the whole new state) a store may keep the step
+        as `log` instead of rewriting the slots. A store that keeps logs refuses a commit
+        that names only some slots while a log is pending (the engine always passes every
+        slot it loaded)."""
 
     async def delete(self, sid: str) -> bool:
         """Remove every key of the session; False if it did not exist."""

@@ -8,8 +8,10 @@ names are identifiers chosen by the engine; idempotency keys are hashed.
 Layout (the `{...}` part is the Redis Cluster hash tag):
 
     optd:{<sid>}:meta                          hash: version, inc, tok, meta, labels,
-                                               slots, created_at
+                                               slots, created_at, log
     optd:{<sid>}:slot:<slot>:<token>:<chunk>   string: one chunk of a flat LE array
+    optd:{<sid>}:log:<token>:<chunk>           string: one chunk of a logged step's gradient
+    optd:{<sid>}:logrec:<token>                string: the logged step's record (engine's)
     optd:{<sid>}:idem:<sha256(key)>            string: an idempotency record (own TTL), or
                                                `inflight:<fingerprint>` while it runs
     optd:{<sid>}:lock                          string: advisory step lock (token, PX ttl)
@@ -20,7 +22,9 @@ Layout (the `{...}` part is the Redis Cluster hash tag):
     optd:tenant:{<tenant>}:usage               hash: sessions, bytes (quota counters)
     optd:tenant:{<tenant>}:bucket              hash: tokens, at (the rate limiter)
 
-`slots` in meta is JSON `{slot: [dtype, length, nchunks, token, nbytes]}`. `token` is
+`slots` in meta is JSON `{slot: [dtype, length, nchunks, token, nbytes]}`: the snapshot.
+`log`, when present, is JSON `[[token, nchunks, dtype, length, nbytes], ...]`: the steps
+logged on top of the snapshot, oldest first (the snapshot is at version - len(log)). `token` is
 random per write, so a chunk key is written once and never rewritten: a commit writes
 new keys and flips `slots` with a compare-and-set, then unlinks the keys it replaced
 (DESIGN §5 "version-suffixed keys"). Every key of a session shares the tag `{<sid>}`, so
@@ -102,6 +106,14 @@ def new_token() -> str:
 
 def chunk_key(sid: str, slot: str, token: str, chunk: int) -> str:
     return f"{session_prefix(sid)}slot:{check_slot(slot)}:{token}:{chunk}"
+
+
+def log_key(sid: str, token: str, chunk: int) -> str:
+    return f"{session_prefix(sid)}log:{token}:{chunk}"
+
+
+def logrec_key(sid: str, token: str) -> str:
+    return f"{session_prefix(sid)}logrec:{token}"
 
 
 def idem_key(sid: str, key: str) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 
 from app.problems import Conflict, IdempotencyMismatch, NotFound
 from app.store import keys
-from app.store.base import IdempotencyRecord, SessionSummary, StoredSession
+from app.store.base import IdempotencyRecord, Replayer, SessionSummary, StepLog, StoredSession
 
 
 @dataclass
@@ -47,6 +47,10 @@ def _own(slots: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 class MemoryStore:
     kind = "memory"
+    replayer: Replayer | None = None  # never needed: the state is kept, not a log
+
+    def wants_log(self, state_bytes: int) -> bool:
+        return False
 
     def __init__(
         self, *, idempotency_ttl_s: int = 86400, clock: Callable[[], float] = time.monotonic
@@ -119,6 +123,7 @@ class MemoryStore:
         slots: Mapping[str, np.ndarray],
         idempotency: IdempotencyRecord | None = None,
         ttl_s: int | None = None,
+        log: StepLog | None = None,
     ) -> int:
         sess = self._get(sid)
         if sess.version != expected_version:

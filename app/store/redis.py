@@ -46,9 +46,9 @@ from redis.exceptions import (
 
 from app.problems import Conflict, NotFound, StoreUnavailable
 from app.store import keys
-from app.store.base import IdempotencyRecord, SessionSummary, StoredSession
+from app.store.base import IdempotencyRecord, Replayer, SessionSummary, StepLog, StoredSession
 from app.store.redis_coord import RedisCoordination
-from app.store.slotcache import Entry, SlotCache, decode, fresh, pack
+from app.store.slotcache import Entry, SlotCache, decode, encode, fresh, pack
 
 T = TypeVar("T")
 # ClusterError: redis-py gave up following redirects (TTL exhausted) mid-migration;
@@ -68,7 +68,7 @@ MAX_CHUNK_BYTES = 512 * 2**20 - 2**20  # Redis refuses string values of 512 MB a
 PENDING_TTL_S = 600  # chunks SET ahead of their script; it settles them, or they expire
 INLINE_BYTES = 64 * 2**10  # slots smaller than this come back inside the load script
 _SCRIPTS = ("load", "delete", "idem_get", *RedisCoordination.SCRIPTS)  # EVALSHA
-# create and commit are EVAL inside MULTI
+_WRITES = ("create", "commit", "append")  # EVAL inside MULTI
 
 
 def _raised_in_redis(exc: BaseException) -> bool:
@@ -99,6 +99,10 @@ def _own(a: np.ndarray) -> np.ndarray:
         return fresh(a)
 
 
+def _nbytes(slots: Mapping[str, np.ndarray]) -> int:
+    return sum(a.nbytes for a in slots.values())
+
+
 def _safe_url(url: str) -> str:
     parts = urlsplit(url)
     host = parts.netloc.rpartition("@")[2]
@@ -118,6 +122,8 @@ class RedisStore(RedisCoordination):
         where: str = "the configured URL",
         wait_replicas: int = 0,
         wait_timeout_ms: int = 2000,
+        log_steps: int = 8,
+        log_min_bytes: int = 2**20,
     ) -> None:
         if not 0 < chunk_bytes <= MAX_CHUNK_BYTES:
             raise ValueError(f"chunk_bytes must be in 1..{MAX_CHUNK_BYTES}")
@@ -128,10 +134,13 @@ class RedisStore(RedisCoordination):
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
         self._node_clients: dict[tuple[str, int], Redis] = {}
-        self.stats = {"slot_reads": 0, "cache_hits": 0}
+        self.stats = {"slot_reads": 0, "cache_hits": 0, "log_replays": 0, "log_appends": 0}
+        self.log_steps, self.log_min_bytes = log_steps, log_min_bytes
+        self.replayer: Replayer | None = None
+        self._log_len: dict[str, tuple[int, str, int]] = {}  # sid -> (version, inc, length)
         self._cache = SlotCache(cache_bytes)
         lua = resources.files("app.store") / "lua"
-        self._source = {n: (lua / f"{n}.lua").read_text() for n in (*_SCRIPTS, "create", "commit")}
+        self._source = {n: (lua / f"{n}.lua").read_text() for n in (*_SCRIPTS, *_WRITES)}
         self._scripts = {n: client.register_script(self._source[n]) for n in _SCRIPTS}
 
     @classmethod
@@ -144,6 +153,8 @@ class RedisStore(RedisCoordination):
         cache_bytes: int = 2**30,
         idempotency_ttl_s: int = 86400,
         wait_replicas: int = 0,
+        log_steps: int = 8,
+        log_min_bytes: int = 2**20,
     ) -> RedisStore:
         """A pooled client (hiredis when installed) that reconnects by itself after a restart:
         2 s to connect, 30 s per command (large values), a health check on idle connections,
@@ -167,6 +178,8 @@ class RedisStore(RedisCoordination):
             idempotency_ttl_s=idempotency_ttl_s,
             where=_safe_url(url),
             wait_replicas=wait_replicas,
+            log_steps=log_steps,
+            log_min_bytes=log_min_bytes,
         )
 
     @contextlib.contextmanager
@@ -290,15 +303,20 @@ class RedisStore(RedisCoordination):
             if ent is not None:
                 # Cached arrays are never mutated while cached. A step (`take`) removes
                 # them before it mutates them; a reader copies them now, before yielding,
-                # so no step can change them under its copy.
+                # so no step can change them under its copy (all of them when the session
+                # keeps a step log: replaying it needs every slot).
                 if take:
                     self._cache.pop(sid)
                     held = dict(ent.arrays)
                 else:
-                    held = {n: fresh(a) for n, a in ent.arrays.items() if not names or n in names}
+                    held = {
+                        n: fresh(a)
+                        for n, a in ent.arrays.items()
+                        if not names or n in names or ent.logged
+                    }
             args: list[Any] = [-1, ""] if ent is None else [ent.version, ent.inc]
             args += [INLINE_BYTES, -1] if names is None else [INLINE_BYTES, len(names), *names]
-            args += [] if ent is None else list(ent.arrays)
+            args += list(held)
             reply = await self._run("load", [mkey], args)
             if not reply:
                 self._cache.pop(sid)
@@ -307,6 +325,8 @@ class RedisStore(RedisCoordination):
             want, chunks = [w.decode() for w in reply[1]], reply[3:]
             version, inc = int(h[b"version"]), h[b"inc"].decode()
             layout: dict[str, list[Any]] = json.loads(h[b"slots"])
+            log: list[list[Any]] = json.loads(h[b"log"]) if b"log" in h else []
+            self._note_log(sid, version, inc, len(log))
             if not reply[2]:
                 chunks = await self._get_chunks(sid, [(n, layout[n]) for n in want])
             if any(c is None for c in chunks):
@@ -318,6 +338,23 @@ class RedisStore(RedisCoordination):
                 pos += n
             self.stats["slot_reads"] += len(got)
             hit = ent is not None and ent.version == version and ent.inc == inc
+            wanted = list(layout) if names is None else [n for n in names if n in layout]
+            if log and (want or not hit):
+                # a step log on top of the snapshot (or of our copy): replay it
+                if want:
+                    base, since = {n: fresh(got[n]) for n in want}, version - len(log)
+                else:
+                    assert ent is not None  # the script only skips slots we hold
+                    base = {n: _own(a) for n, a in held.items()} if take else held
+                    since = ent.version
+                if not await self._replay_log(sid, base, log[len(log) - (version - since) :]):
+                    continue
+                if not take:
+                    frozen = {n: fresh(a) for n, a in base.items()}
+                    for a in frozen.values():
+                        a.setflags(write=False)
+                    self._cache.put(sid, Entry(version, inc, frozen, logged=True))
+                return StoredSession(version, h[b"meta"], {n: base[n] for n in wanted})
             if hit:
                 self.stats["cache_hits"] += 1
             else:
@@ -326,14 +363,44 @@ class RedisStore(RedisCoordination):
                 # (if a step took the entry while we waited, its arrays are being mutated:
                 # never put them back)
                 cached = {**ent.arrays, **got} if hit and ent is not None else got
-                self._cache.put(sid, Entry(version, inc, cached))
-            wanted = list(layout) if names is None else [n for n in names if n in layout]
+                self._cache.put(sid, Entry(version, inc, cached, logged=bool(log)))
             out = {
                 n: (_own(held[n]) if take else held[n]) if n in held else fresh(got[n])
                 for n in wanted
             }
             return StoredSession(version, h[b"meta"], out)
         raise StoreUnavailable(f"session {sid} changed under every read; retry", retry_after=1)
+
+    def _note_log(self, sid: str, version: int, inc: str, length: int) -> None:
+        """Remember the step log's length at this version: `commit` appends to the log
+        only when it knows the length it appends to (else it writes a snapshot)."""
+        if len(self._log_len) > 100_000:
+            self._log_len.clear()
+        self._log_len[sid] = (version, inc, length)
+
+    async def _replay_log(
+        self, sid: str, base: dict[str, np.ndarray], entries: list[list[Any]]
+    ) -> bool:
+        """Fetch these log entries (one pipeline) and replay them onto `base` in place;
+        False when one is gone (a snapshot replaced the log meanwhile: read again)."""
+        if not entries:
+            return True
+        if self.replayer is None:
+            raise RuntimeError("this session keeps a step log: the store needs a replayer")
+        calls: list[tuple[str, Sequence[Any]]] = []
+        for token, n, *_ in entries:
+            calls.append(("get", [keys.logrec_key(sid, token)]))
+            calls += [("get", [keys.log_key(sid, token, c)]) for c in range(n)]
+        raw = await self._pipelined(calls)
+        if any(r is None for r in raw):
+            return False
+        steps, pos = [], 0
+        for _, n, dtype, length, _ in entries:
+            steps.append((raw[pos], decode(raw[pos + 1 : pos + 1 + n], dtype, length)))
+            pos += 1 + n
+        self.stats["log_replays"] += len(steps)
+        await self.replayer(base, steps)
+        return True
 
     async def _pipelined(self, calls: Iterable[tuple[str, Sequence[Any]]]) -> list[Any]:
         """Independent commands in one round trip (spread over the nodes of a cluster)."""
@@ -355,6 +422,9 @@ class RedisStore(RedisCoordination):
             for c in range(n)
         )
 
+    def wants_log(self, state_bytes: int) -> bool:
+        return self.log_steps > 1 and state_bytes >= self.log_min_bytes
+
     async def commit(
         self,
         sid: str,
@@ -363,7 +433,18 @@ class RedisStore(RedisCoordination):
         slots: Mapping[str, np.ndarray],
         idempotency: IdempotencyRecord | None = None,
         ttl_s: int | None = None,
+        log: StepLog | None = None,
     ) -> int:
+        """A snapshot (every given slot, and the step log is dropped), or with `log` and
+        room in the log, an append of the step's gradient: 4 bytes a float32 parameter
+        instead of the whole state. Every `log_steps`-th step is a snapshot, so a reader
+        replays at most `log_steps - 1` steps."""
+        known = self._log_len.get(sid)
+        if log is not None and known is not None and known[0] == expected_version:
+            if known[2] + 1 < self.log_steps and self.wants_log(_nbytes(slots)):
+                return await self._append(
+                    sid, expected_version, known, meta, slots, log, idempotency, ttl_s
+                )
         mkey = keys.meta_key(sid)
         token = keys.new_token()
         owned, layout, chunks = pack(sid, slots, token, self.chunk_bytes)
@@ -373,6 +454,46 @@ class RedisStore(RedisCoordination):
             record = keys.encode_idempotency(idempotency.fingerprint, idempotency.response)
         args = [expected_version, ttl_s or 0, record, self.idempotency_ttl_s, meta, token]
         reply = await self._write("commit", chunks, klist, [*args, json.dumps(layout)])
+        version, inc = self._committed(sid, reply, expected_version)
+        ent = self._cache.get(sid)
+        if ent is not None and ent.version == expected_version and ent.inc == inc:
+            owned = {**ent.arrays, **owned}
+        self._cache.put(sid, Entry(version, inc, owned))
+        self._note_log(sid, version, inc, 0)
+        return version
+
+    async def _append(
+        self,
+        sid: str,
+        expected_version: int,
+        known: tuple[int, str, int],
+        meta: bytes,
+        slots: Mapping[str, np.ndarray],
+        log: StepLog,
+        idempotency: IdempotencyRecord | None,
+        ttl_s: int | None,
+    ) -> int:
+        token = keys.new_token()
+        _, dtype, raw = encode(log.grad)
+        starts = range(0, len(raw), self.chunk_bytes)
+        chunks = {keys.logrec_key(sid, token): memoryview(log.record)}
+        for c, i in enumerate(starts):
+            chunks[keys.log_key(sid, token, c)] = raw[i : i + self.chunk_bytes]
+        klist, record = [keys.meta_key(sid), *chunks], b""
+        if idempotency is not None:
+            klist.append(keys.idem_key(sid, idempotency.key))
+            record = keys.encode_idempotency(idempotency.fingerprint, idempotency.response)
+        entry = json.dumps([token, len(starts), dtype, log.grad.size, len(raw)])
+        args = [expected_version, ttl_s or 0, record, self.idempotency_ttl_s, meta, token]
+        reply = await self._write("append", chunks, klist, [*args, entry, known[1]])
+        version, inc = self._committed(sid, reply, expected_version)
+        # the step's arrays are the new state: cached as they are (the store's now)
+        self._cache.put(sid, Entry(version, inc, {n: encode(a)[0] for n, a in slots.items()}, True))
+        self._note_log(sid, version, inc, known[2] + 1)
+        self.stats["log_appends"] += 1
+        return version
+
+    def _committed(self, sid: str, reply: list[Any], expected_version: int) -> tuple[int, str]:
         if reply[0] == -1:
             self._cache.pop(sid)
             raise NotFound(f"session {sid} not found")
@@ -381,12 +502,9 @@ class RedisStore(RedisCoordination):
                 f"session {sid} is at version {reply[1]}, not {expected_version}",
                 current_version=int(reply[1]),
             )
-        version, inc = int(reply[1]), reply[2].decode()
-        ent = self._cache.get(sid)
-        if ent is not None and ent.version == expected_version and ent.inc == inc:
-            owned = {**ent.arrays, **owned}
-        self._cache.put(sid, Entry(version, inc, owned))
-        return version
+        if reply[0] == -2:
+            raise RuntimeError("a commit over a step log must write every slot (a snapshot)")
+        return int(reply[1]), reply[2].decode()
 
     async def delete(self, sid: str) -> bool:
         """Meta, chunks and the index entry go; idempotency records cannot be found without

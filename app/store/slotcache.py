@@ -24,6 +24,7 @@ class Entry:
     version: int
     inc: str
     arrays: dict[str, np.ndarray]  # read-only; callers get copies
+    logged: bool = False  # the session had a step log at this version
 
     @property
     def nbytes(self) -> int:

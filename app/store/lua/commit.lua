@@ -16,7 +16,9 @@
 -- ARGV[5]         new engine meta (opaque bytes)
 -- ARGV[6]         token of this write
 -- ARGV[7]         written slots, JSON {slot: [dtype, length, nchunks, token, nbytes]}
--- Returns {1, new_version, incarnation} | {0, current_version} (conflict) | {-1} (no session).
+-- Returns {1, new_version, incarnation} | {0, current_version} (conflict) | {-1} (no session)
+-- | {-2} (a step log is pending and ARGV[7] does not rewrite every slot: refused).
+-- A commit is a snapshot: it unlinks the session's step log (see append.lua).
 -- A retry of a commit that succeeded (its reply lost) is recognised by its token and
 -- answers {1, ...} again without applying anything twice.
 local ttl = tonumber(ARGV[2])
@@ -25,7 +27,7 @@ local nchunks = #KEYS - 1
 if ARGV[3] ~= '' then
   nchunks = nchunks - 1
 end
-local cur = redis.call('HMGET', KEYS[1], 'version', 'slots', 'inc', 'tok')
+local cur = redis.call('HMGET', KEYS[1], 'version', 'slots', 'inc', 'tok', 'log')
 local pttl = redis.call('PTTL', KEYS[1])
 local function settle(key)
   if ttl > 0 then
@@ -59,7 +61,26 @@ if version ~= tonumber(ARGV[1]) then
   return {0, version}
 end
 local prefix = string.sub(KEYS[1], 1, -5)
-for name, e in pairs(cjson.decode(ARGV[7])) do
+local written = cjson.decode(ARGV[7])
+local log = cur[5] and cjson.decode(cur[5]) or {}
+if #log > 0 then
+  for name, _ in pairs(layout) do
+    if not written[name] then
+      for i = 2, 1 + nchunks do
+        redis.call('UNLINK', KEYS[i])
+      end
+      return {-2}
+    end
+  end
+  for _, e in ipairs(log) do
+    redis.call('UNLINK', prefix .. 'logrec:' .. e[1])
+    for c = 0, e[2] - 1 do
+      redis.call('UNLINK', prefix .. 'log:' .. e[1] .. ':' .. c)
+    end
+  end
+  redis.call('HDEL', KEYS[1], 'log')
+end
+for name, e in pairs(written) do
   local old = layout[name]
   if old then
     for c = 0, old[3] - 1 do

@@ -1,4 +1,5 @@
--- Delete a session's meta and every chunk its layout names (UNLINK: freed in the background).
+-- Delete a session's meta, every chunk its layout names and its step log (UNLINK: freed in
+-- the background).
 -- Idempotency records are not enumerable without SCAN; they expire on their own TTL.
 --
 -- KEYS[1]         optd:{sid}:meta
@@ -11,6 +12,15 @@ local prefix = string.sub(KEYS[1], 1, -5)
 for name, e in pairs(cjson.decode(slots)) do
   for c = 0, e[3] - 1 do
     redis.call('UNLINK', prefix .. 'slot:' .. name .. ':' .. e[4] .. ':' .. c)
+  end
+end
+local log = redis.call('HGET', KEYS[1], 'log')
+if log then
+  for _, e in ipairs(cjson.decode(log)) do
+    redis.call('UNLINK', prefix .. 'logrec:' .. e[1])
+    for c = 0, e[2] - 1 do
+      redis.call('UNLINK', prefix .. 'log:' .. e[1] .. ':' .. c)
+    end
   end
 end
 redis.call('UNLINK', KEYS[1])

@@ -12,10 +12,13 @@
 -- ARGV[3]         inline limit: return the chunks when the wanted slots are this small
 -- ARGV[4]         N, the number of requested slot names (-1: every slot)
 -- ARGV[5..4+N]    requested slot names (names the session lacks are ignored)
--- ARGV[5+N..]     names the caller has cached; skipped when version and incarnation match
+-- ARGV[5+N..]     names the caller holds at its version; skipped when version and
+--                 incarnation match
 -- Returns {} when the session does not exist, else {meta, want, inline, chunk...}: meta
 -- is the HGETALL of the meta hash, want the slots the caller needs, inline 1 when their
 -- chunks follow (slot by slot, nchunks each as in meta's layout), 0 when it must GET them.
+-- With a step log in meta (`log`), `want` is empty when the caller can replay the log
+-- onto its own copy, else every slot of the snapshot.
 local meta = redis.call('HGETALL', KEYS[1])
 if #meta == 0 then
   return {}
@@ -38,11 +41,15 @@ else
     end
   end
 end
-if h['version'] == ARGV[1] and h['inc'] == ARGV[2] then
-  local have = {}
-  for i = 5 + math.max(n, 0), #ARGV do
-    have[ARGV[i]] = true
-  end
+local have = {}
+for i = 5 + math.max(n, 0), #ARGV do
+  have[ARGV[i]] = true
+end
+local same = h['inc'] == ARGV[2]
+local cached = tonumber(ARGV[1])
+local version = tonumber(h['version'])
+local nlog = h['log'] and #cjson.decode(h['log']) or 0
+if same and cached == version then
   local rest = {}
   for _, name in ipairs(want) do
     if not have[name] then
@@ -50,6 +57,26 @@ if h['version'] == ARGV[1] and h['inc'] == ARGV[2] then
     end
   end
   want = rest
+  if nlog > 0 and #rest > 0 then
+    want = {}  -- a slot the caller lacks is only current after replaying the log: all
+    for name, _ in pairs(layout) do
+      want[#want + 1] = name
+    end
+  end
+elseif nlog > 0 then
+  -- The state is the snapshot plus the logged steps: the caller replays the log onto its
+  -- own copy when it holds every slot at a version the log covers, else onto the
+  -- snapshot, which it then needs whole.
+  local all = true
+  for name, _ in pairs(layout) do
+    all = all and have[name] == true
+  end
+  want = {}
+  if not (same and all and cached >= version - nlog and cached < version) then
+    for name, _ in pairs(layout) do
+      want[#want + 1] = name
+    end
+  end
 end
 local bytes = 0
 for _, name in ipairs(want) do

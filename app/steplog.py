@@ -1,0 +1,71 @@
+"""A step as the gradient log keeps it, and its exact replay (DESIGN §5 "gradient log").
+
+The Redis store may persist a big session's step as its gradient (4 bytes a parameter in
+float32) instead of rewriting every slot (12 for Adam), with a full snapshot every
+`OPTD_LOG_STEPS` steps. A reader that is behind replays the entries since its copy (or
+since the snapshot) with `replay`, which runs the very function the step ran on the very
+inputs: the meta the step started from (config, step counts, scalar state), the gradient
+before clipping, the lr scale and the gradient norm the step computed. Same code, same
+bits: numpy's elementwise float arithmetic is correctly rounded, and the one reduction
+(the norm) is recorded rather than recomputed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import orjson
+
+from app.optim import ResolvedConfig, StepInfo, apply_step, assemble_grads, grad_norm
+from app.optim.state import OptimState
+from app.session import SessionMeta
+from app.store.base import StepLog
+
+
+def step(
+    cfg: ResolvedConfig,
+    meta: SessionMeta,
+    state: OptimState,
+    grad: np.ndarray,
+    stepped: np.ndarray,
+    scale: float,
+    log: bool,
+) -> tuple[StepInfo, StepLog | None]:
+    """`run_step` that also returns the step as a log entry when `log` (one copy of the
+    gradient, taken before clipping and the update use it as scratch)."""
+    before = meta.to_bytes() if log else b""  # before the step advances steps and scalars
+    norm = grad_norm(cfg, meta.layout, grad, stepped)
+    kept = grad.copy() if log else None
+    info = apply_step(cfg, state, grad, stepped, meta.step, scale, norm)
+    if kept is None:
+        return info, None
+    tail = orjson.dumps({"stepped": stepped.tolist(), "scale": scale, "norm": repr(norm)})
+    return info, StepLog(before + b"\n" + tail, kept)
+
+
+def step_grads(
+    cfg: ResolvedConfig,
+    meta: SessionMeta,
+    state: OptimState,
+    grads: Mapping[str, np.ndarray],
+    scale: float,
+    log: bool,
+) -> tuple[StepInfo, StepLog | None]:
+    """A step from named gradients (the HTTP request's)."""
+    flat, stepped = assemble_grads(meta.layout, grads, cfg.dtype)
+    return step(cfg, meta, state, flat, stepped, scale, log)
+
+
+def replay(slots: dict[str, np.ndarray], entries: list[tuple[bytes, np.ndarray]]) -> None:
+    """Advance `slots` (every slot of the session, writeable) by the logged steps, oldest
+    first, exactly as the steps advanced them."""
+    for record, grad in entries:
+        raw, _, tail = record.rpartition(b"\n")
+        d: dict[str, Any] = orjson.loads(tail)
+        meta = SessionMeta.from_bytes(raw)
+        g = grad if grad.flags.writeable else grad.copy()
+        stepped = np.asarray(d["stepped"], dtype=np.int64)
+        cfg = meta.config.resolve()
+        apply_step(cfg, meta.state(slots), g, stepped, meta.step, d["scale"], float(d["norm"]))

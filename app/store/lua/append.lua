@@ -1,0 +1,86 @@
+-- Compare-and-set commit of one step kept as a log entry (its gradient) instead of new
+-- slots: the snapshot in `slots` stays, the entry is appended to `log` (keys.py).
+--
+-- Runs inside MULTI/EXEC right after the SETs of the entry's keys (`SET key value EX
+-- pending`), like commit.lua. The caller decides between the two (it knows the log's
+-- length at the version it loaded); a log only grows on top of the incarnation it was
+-- computed from.
+--
+-- KEYS[1]         optd:{sid}:meta
+-- KEYS[2..1+C]    the entry's keys just SET: optd:{sid}:logrec:<token>, optd:{sid}:log:<token>:<i>
+-- KEYS[2+C]       optd:{sid}:idem:<hash>, present only when ARGV[3] is not empty
+-- ARGV[1]         expected version
+-- ARGV[2]         session TTL in seconds (0: keep the session's current TTL, if any)
+-- ARGV[3]         encoded idempotency record ('' : none)
+-- ARGV[4]         idempotency record TTL in seconds
+-- ARGV[5]         new engine meta (opaque bytes)
+-- ARGV[6]         token of this write
+-- ARGV[7]         the entry, JSON [token, nchunks, dtype, length, nbytes]
+-- ARGV[8]         incarnation the caller loaded
+-- Returns {1, new_version, incarnation} | {0, current_version} (conflict) | {-1} (no session).
+-- A retry of an append that succeeded (its reply lost) is recognised by its token.
+local ttl = tonumber(ARGV[2])
+local token = ARGV[6]
+local nkeys = #KEYS - 1
+if ARGV[3] ~= '' then
+  nkeys = nkeys - 1
+end
+local cur = redis.call('HMGET', KEYS[1], 'version', 'slots', 'inc', 'tok', 'log')
+local pttl = redis.call('PTTL', KEYS[1])
+local function settle(key)
+  if ttl > 0 then
+    redis.call('EXPIRE', key, ttl)
+  elseif pttl > 0 then
+    redis.call('PEXPIRE', key, pttl)
+  else
+    redis.call('PERSIST', key)
+  end
+end
+if not cur[1] then
+  for i = 2, 1 + nkeys do
+    redis.call('UNLINK', KEYS[i])
+  end
+  return {-1}
+end
+local version = tonumber(cur[1])
+if version ~= tonumber(ARGV[1]) or cur[3] ~= ARGV[8] then
+  local mine = cur[4] == token and version == tonumber(ARGV[1]) + 1
+  for i = 2, 1 + nkeys do
+    if mine then
+      settle(KEYS[i])  -- this very append's live entry, rewritten by its retry
+    else
+      redis.call('UNLINK', KEYS[i])
+    end
+  end
+  if mine then
+    return {1, version, cur[3]}
+  end
+  return {0, version}
+end
+local log = cur[5] and cjson.decode(cur[5]) or {}
+log[#log + 1] = cjson.decode(ARGV[7])
+for i = 2, 1 + nkeys do
+  settle(KEYS[i])
+end
+if ttl > 0 then
+  local prefix = string.sub(KEYS[1], 1, -5)
+  for name, e in pairs(cjson.decode(cur[2])) do
+    for c = 0, e[3] - 1 do
+      redis.call('EXPIRE', prefix .. 'slot:' .. name .. ':' .. e[4] .. ':' .. c, ttl)
+    end
+  end
+  for i = 1, #log - 1 do
+    local e = log[i]
+    redis.call('EXPIRE', prefix .. 'logrec:' .. e[1], ttl)
+    for c = 0, e[2] - 1 do
+      redis.call('EXPIRE', prefix .. 'log:' .. e[1] .. ':' .. c, ttl)
+    end
+  end
+  redis.call('EXPIRE', KEYS[1], ttl)
+end
+redis.call('HSET', KEYS[1], 'version', version + 1, 'tok', token, 'meta', ARGV[5],
+  'log', cjson.encode(log))
+if ARGV[3] ~= '' then
+  redis.call('SET', KEYS[#KEYS], ARGV[3], 'EX', tonumber(ARGV[4]))
+end
+return {1, version + 1, cur[3]}

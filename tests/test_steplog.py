@@ -1,0 +1,195 @@
+"""The Redis store's gradient log (DESIGN §5): steps kept as gradients between snapshots
+are replayed bit for bit by any process, and the keys stay exactly what meta names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from app.core.config import Settings
+from app.main import create_app
+from app.store import RedisStore
+from tests.fixtures_api import create, decode, tensors
+
+pytestmark = pytest.mark.parametrize("store_kind", ["redis", "cluster"])
+
+CONFIGS: list[dict[str, Any]] = [
+    {
+        "optimizer": "adam",
+        "hyperparams": {"lr": 0.01, "amsgrad": True, "weight_decay": 0.01},
+        "max_grad_norm": 0.5,
+    },
+    {"optimizer": "nadam", "hyperparams": {"lr": 0.01, "decoupled_weight_decay": True}},
+    {"optimizer": "sgd", "hyperparams": {"lr": 0.1, "momentum": 0.9, "maximize": True}},
+    {
+        "optimizer": "adamw",
+        "schedule": {"name": "cosine", "total_steps": 30, "warmup_steps": 5},
+        "dtype": "float64",
+    },
+]
+
+
+def params0(dtype: str = "float32") -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {"w": rng.standard_normal((6, 5)).astype(dtype), "b": rng.standard_normal(5).astype(dtype)}
+
+
+def grads(t: int, dtype: str = "float32", only: str | None = None) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(100 + t)
+    g = {k: rng.standard_normal(v.shape).astype(dtype) for k, v in params0(dtype).items()}
+    return {only: g[only]} if only else g
+
+
+def store_of(client: TestClient) -> RedisStore:
+    store = client.app.state.engine.store  # type: ignore[attr-defined]
+    assert isinstance(store, RedisStore)
+    return store
+
+
+def session_keys(settings: Settings, sid: str) -> list[str]:
+    """Every key of the session (one cluster slot: its hash tag), by SCAN."""
+    url = settings.redis_url
+    assert url is not None
+    if settings.redis_cluster:
+        with redis.RedisCluster.from_url(url) as rc:
+            node = rc.get_node_from_key(f"optd:{{{sid}}}:meta")
+            found = rc.scan_iter(match=f"optd:{{{sid}}}:*", target_nodes=node)
+            return sorted(k.decode() for k in found)
+    with redis.Redis.from_url(url) as r:
+        return sorted(k.decode() for k in r.scan_iter(match=f"optd:{{{sid}}}:*"))
+
+
+def run_script(client: TestClient, sid: str, dtype: str) -> list[Any]:
+    """Steps (some partial), a PATCH, a params write and a state round trip, everything
+    each answer carried; the same script on another store must give the same bits."""
+    out: list[Any] = []
+    for t in range(11):
+        r = client.post(
+            f"/v1/sessions/{sid}/step",
+            json={"grads": tensors(grads(t, dtype, "b" if t % 4 == 3 else None))},
+        )
+        assert r.status_code == 200, r.text
+        out.append(decode(r.json()["params"]))
+        if t == 4:
+            r = client.patch(f"/v1/sessions/{sid}", json={"hyperparams": {"lr": 0.003}})
+            assert r.status_code == 200, r.text
+        if t == 6:
+            r = client.put(f"/v1/sessions/{sid}/params", json={"params": {"b": [1.0] * 5}})
+            assert r.status_code == 200, r.text
+        if t == 8:
+            state = client.get(f"/v1/sessions/{sid}/state").json()
+            out.append(state["tensors"])
+            r = client.put(f"/v1/sessions/{sid}/state", json=state)
+            assert r.status_code == 200, r.text
+    out.append(client.get(f"/v1/sessions/{sid}/state").json()["tensors"])
+    return out
+
+
+def same(a: Any, b: Any) -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            same(a[k], b[k])
+    elif isinstance(a, list):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            same(x, y)
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    else:
+        assert a == b
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c["optimizer"])
+def test_two_processes_and_a_reader_see_the_memory_stores_bits(
+    make_client: Callable[..., TestClient], config: dict[str, Any]
+) -> None:
+    """Two API processes alternate steps (each replays the other's logged steps onto its
+    copy), a third only reads (replays onto the snapshot): all of it bit for bit what the
+    embedded store, which keeps no log, computes for the same requests."""
+    dtype = config.get("dtype", "float32")
+    a, b, reader = make_client(), make_client(), make_client()
+    mem = TestClient(create_app(Settings(redis_url=None)))
+    with mem:
+        sid = create(a, params0(dtype), **config)
+        ref = create(mem, params0(dtype), **config)
+        for t in range(17):
+            client = b if t % 5 in (0, 3) else a
+            g = {"grads": tensors(grads(t, dtype))}
+            got = client.post(f"/v1/sessions/{sid}/step", json=g).json()
+            want = mem.post(f"/v1/sessions/{ref}/step", json=g).json()
+            same(decode(got["params"]), decode(want["params"]))
+            seen = reader.get(f"/v1/sessions/{sid}/params").json()
+            same(decode(seen["params"]), decode(want["params"]))
+            assert got["version"] == seen["version"] == t + 1
+    appended = sum(store_of(c).stats["log_appends"] for c in (a, b))
+    assert appended >= 10  # the steps were logged, not snapshotted
+    assert store_of(b).stats["log_replays"] > 0 and store_of(reader).stats["log_replays"] > 0
+
+
+def test_patch_params_write_and_checkpoints_over_a_pending_log(
+    make_client: Callable[..., TestClient],
+) -> None:
+    client = make_client()
+    mem = TestClient(create_app(Settings(redis_url=None)))
+    config = {"optimizer": "adam", "hyperparams": {"lr": 0.01, "weight_decay": 0.1}}
+    with mem:
+        got = run_script(client, create(client, params0(), **config), "float32")
+        want = run_script(mem, create(mem, params0(), **config), "float32")
+    same(got, want)
+    assert store_of(client).stats["log_appends"] >= 5
+
+
+def test_a_restarted_process_replays_the_log(make_client: Callable[..., TestClient]) -> None:
+    first = make_client(log_steps=6)
+    sid = create(first, params0(), optimizer="adam")
+    for t in range(4):
+        last = first.post(f"/v1/sessions/{sid}/step", json={"grads": tensors(grads(t))}).json()
+    assert store_of(first).stats["log_appends"] == 4
+    fresh = make_client(log_steps=6)  # a new process: nothing cached
+    seen = fresh.get(f"/v1/sessions/{sid}/params").json()
+    same(decode(seen["params"]), decode(last["params"]))
+    assert store_of(fresh).stats["log_replays"] == 4
+
+
+@pytest.mark.parametrize("every", [1, 4])
+def test_snapshot_every_n_steps_and_no_orphan_keys(
+    make_client: Callable[..., TestClient], settings: Settings, every: int
+) -> None:
+    client = make_client(log_steps=every)
+    sid = create(client, params0(), optimizer="adam", ttl_s=3600)
+    for t in range(1, 10):
+        r = client.post(f"/v1/sessions/{sid}/step", json={"grads": tensors(grads(t))})
+        assert r.status_code == 200
+        pending = t % every if every > 1 else 0
+        names = session_keys(settings, sid)
+        slots = [k for k in names if ":slot:" in k]
+        logs = [k for k in names if ":log:" in k]
+        recs = [k for k in names if ":logrec:" in k]
+        assert len(slots) == 3  # param, exp_avg, exp_avg_sq: one chunk each, no orphans
+        assert len(logs) == len(recs) == pending, names
+    assert store_of(client).stats["log_appends"] == (0 if every == 1 else 7)
+    url = settings.redis_url
+    assert url is not None
+    client.post(f"/v1/sessions/{sid}/step", json={"grads": tensors(grads(0))})
+    names = session_keys(settings, sid)
+    cls = redis.RedisCluster if settings.redis_cluster else redis.Redis
+    with cls.from_url(url) as r:
+        assert all(0 < r.ttl(k) <= 3600 for k in names if ":lock" not in k), names
+    assert client.delete(f"/v1/sessions/{sid}").status_code == 204
+    assert [k for k in session_keys(settings, sid) if ":idem:" not in k] == []
+
+
+def test_small_sessions_snapshot_by_default(make_client: Callable[..., TestClient]) -> None:
+    """Below OPTD_LOG_MIN_BYTES (default 1 MiB) a step rewrites the state: for small states
+    that is as cheap as a log entry, and readers never replay."""
+    client = make_client(log_min_bytes=2**20)
+    sid = create(client, params0(), optimizer="adam")
+    for t in range(5):
+        client.post(f"/v1/sessions/{sid}/step", json={"grads": tensors(grads(t))})
+    assert store_of(client).stats["log_appends"] == 0
