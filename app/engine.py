@@ -33,7 +33,7 @@ from app.problems import (
     StaleGradient,
 )
 from app.session import SessionMeta
-from app.store.base import IdempotencyRecord, SessionStore, StoredSession
+from app.store.base import IdempotencyRecord, Locked, SessionStore, StoredSession
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 50
@@ -117,12 +117,19 @@ class Engine:
         return fn(*args)
 
     async def load(
-        self, sid: str, slots: list[str] | None = None, *, take: bool = False
+        self,
+        sid: str,
+        slots: list[str] | None = None,
+        *,
+        take: bool = False,
+        lock: tuple[str, int] | None = None,
     ) -> tuple[StoredSession, SessionMeta]:
         t0 = time.perf_counter()
-        stored = await self.store.load(sid, slots, take=take)
+        stored = await self.store.load(sid, slots, take=take, lock=lock)
         meta = SessionMeta.from_bytes(stored.meta)
         if not current_caller.get().may_see(meta.tenant):
+            if lock is not None:
+                await self.store.unlock(sid, lock[0])
             # another tenant's session: answered exactly like a missing one
             raise NotFound(f"session {sid} not found")
         self.metrics.phase("load", time.perf_counter() - t0)
@@ -167,20 +174,38 @@ class Engine:
         after the previous one committed: it mutates what it loads, the store hands over
         its cache instead of copying). A sync-mode session is returned to the caller."""
         # Lock order: this process's asyncio lock, then the cross-process advisory lock.
-        # With a shared store, every step takes the advisory lock first (one SET NX and one
-        # release: far cheaper than a lost step), so a process that has not lost a race
-        # recently still queues behind one that is stepping. In one process the asyncio
+        # With a shared store every step takes the advisory lock, in the same round trip
+        # as its load, and its commit releases it (so a process that has not lost a race
+        # recently still queues behind one that is stepping). In one process the asyncio
         # lock above is enough, until a race was lost (e.g. two embedded apps in tests).
         contended = self._contended.get(sid, 0) > time.monotonic()
-        token = await self._acquire(sid) if contended or self.store.kind != "memory" else None
+        token = secrets.token_hex(8) if contended or self.store.kind != "memory" else None
+        held, attempts = False, 0
+        deadline, pause = time.monotonic() + LOCK_WAIT_S, 0.001
         try:
-            for _ in range(MAX_ATTEMPTS):
-                stored, meta = await self.load(sid, take=True)
+            while attempts < MAX_ATTEMPTS:
+                lock = (token, LOCK_TTL_MS) if token is not None and not held else None
+                try:
+                    stored, meta = await self.load(sid, take=True, lock=lock)
+                except Locked:
+                    # held elsewhere: wait for it, but never longer than LOCK_WAIT_S (the
+                    # compare-and-set alone keeps the step correct; a dead holder's lock
+                    # expires after LOCK_TTL_MS)
+                    if time.monotonic() > deadline:
+                        token = None
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 0.02)
+                    continue
+                held = held or lock is not None
                 if meta.options.mode == "sync":
                     return stored, meta
                 try:
-                    return await self._attempt(sid, req, stored, meta, if_match, key, fp)
+                    unlock = token if held else None
+                    out = await self._attempt(sid, req, stored, meta, if_match, key, fp, unlock)
+                    held = False  # the commit released it
+                    return out
                 except LostRace:
+                    attempts += 1
                     self.metrics.conflicts.inc()
                     if if_match is not None:
                         raise PreconditionFailed(
@@ -194,29 +219,16 @@ class Engine:
                         self._contended.clear()
                     self._contended[sid] = time.monotonic() + CONTENDED_S
                     if token is None:
-                        token = await self._acquire(sid)
+                        token = secrets.token_hex(8)
+                        deadline = time.monotonic() + LOCK_WAIT_S
         finally:
-            if token is not None:
+            if held and token is not None:
                 with contextlib.suppress(Exception):
                     await self.store.unlock(sid, token)
         raise Conflict(
             f"the session changed {MAX_ATTEMPTS} times while this step was computed; retry",
             retry_after=1,
         )
-
-    async def _acquire(self, sid: str) -> str | None:
-        """The advisory lock, or None after LOCK_WAIT_S (then the compare-and-set alone
-        keeps the step correct; a dead holder's lock expires after LOCK_TTL_MS)."""
-        token = secrets.token_hex(8)
-        deadline = time.monotonic() + LOCK_WAIT_S
-        pause = 0.001
-        while True:
-            if await self.store.try_lock(sid, token, LOCK_TTL_MS):
-                return token
-            if time.monotonic() > deadline:
-                return None
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.02)
 
     async def _attempt(
         self,
@@ -227,6 +239,7 @@ class Engine:
         if_match: int | None,
         key: str | None,
         fingerprint: str,
+        unlock: str | None = None,
     ) -> StepOutcome:
         if if_match is not None and stored.version != if_match:
             raise PreconditionFailed(
@@ -260,7 +273,14 @@ class Engine:
         t0 = time.perf_counter()
         try:
             outcome.version = await self.store.commit(
-                sid, stored.version, meta.to_bytes(), state.slots, record, meta.options.ttl_s, entry
+                sid,
+                stored.version,
+                meta.to_bytes(),
+                state.slots,
+                record,
+                meta.options.ttl_s,
+                entry,
+                unlock,
             )
         except Conflict:
             raise LostRace() from None

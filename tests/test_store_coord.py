@@ -8,6 +8,7 @@ import pytest
 
 from app.problems import Conflict, IdempotencyMismatch, NotFound
 from app.store import IdempotencyRecord, SessionStore
+from app.store.base import Locked
 from tests.helpers import run
 
 
@@ -53,6 +54,22 @@ def test_lock_is_exclusive_and_expires(store: SessionStore) -> None:
 
     time.sleep(0.05)
     assert run(store.try_lock("s1", "c", 10_000))  # b's lock expired
+
+
+def test_a_step_locks_with_its_load_and_unlocks_with_its_commit(store: SessionStore) -> None:
+    make(store)
+    got = run(store.load("s1", take=True, lock=("a", 10_000)))
+    assert not run(store.try_lock("s1", "b", 10_000))  # the load took it
+    with pytest.raises(Locked):
+        run(store.load("s1", take=True, lock=("b", 10_000)))
+    run(store.load("s1", take=True, lock=("a", 10_000)))  # the holder may load again
+    with pytest.raises(Conflict):  # a lost compare-and-set keeps the lock
+        run(store.commit("s1", 7, b"m", got.slots, unlock="a"))
+    assert not run(store.try_lock("s1", "b", 10_000))
+    run(store.commit("s1", got.version, b"m", got.slots, unlock="a"))
+    assert run(store.try_lock("s1", "b", 10_000))  # released by the commit
+    with pytest.raises(NotFound):  # no lock is left on a session that does not exist
+        run(store.load("nope", lock=("c", 10_000)))
 
 
 def test_barrier_counts_distinct_workers(store: SessionStore) -> None:

@@ -38,6 +38,10 @@ class IdempotencyRecord:
     response: bytes  # engine-defined encoding of the response to replay
 
 
+class Locked(Exception):
+    """`load(lock=...)`: another holder has the session's advisory lock; nothing loaded."""
+
+
 @dataclass
 class StepLog:
     """A step as its gradient (DESIGN §5 "gradient log"): a store may persist this instead
@@ -84,12 +88,19 @@ class SessionStore(Protocol):
         """Store a new session at version 0; `Conflict` if `sid` exists."""
 
     async def load(
-        self, sid: str, slots: Sequence[str] | None = None, *, take: bool = False
+        self,
+        sid: str,
+        slots: Sequence[str] | None = None,
+        *,
+        take: bool = False,
+        lock: tuple[str, int] | None = None,
     ) -> StoredSession:
         """Version, meta and the named slots (None: all of them); `NotFound` if absent.
 
         `take`: the caller is a step that will mutate the arrays and commit them; a store
-        may hand over its cached arrays instead of copying them (and forget them)."""
+        may hand over its cached arrays instead of copying them (and forget them).
+        `lock` = (token, ttl_ms): take the advisory lock (`try_lock`) in the same atomic
+        read; `Locked` if someone else holds it."""
 
     async def commit(
         self,
@@ -100,11 +111,13 @@ class SessionStore(Protocol):
         idempotency: IdempotencyRecord | None = None,
         ttl_s: int | None = None,
         log: StepLog | None = None,
+        unlock: str | None = None,
     ) -> int:
         """Atomically: if version == expected_version, replace meta and the given slots
         (others untouched; a slot may be new), store `idempotency`, bump the version and
         return it. `Conflict` (with `current_version`) if the version moved on,
-        `NotFound` if the session is gone. Never half-applied.
+        `NotFound` if the session is gone. Never half-applied. On success the advisory
+        lock held under the token `unlock` is released in the same write.
 
         With `log` (a step: `slots` is then the whole new state) a store may keep the step
         as `log` instead of rewriting the slots. A store that keeps logs refuses a commit

@@ -17,7 +17,14 @@ import numpy as np
 
 from app.problems import Conflict, IdempotencyMismatch, NotFound
 from app.store import keys
-from app.store.base import IdempotencyRecord, Replayer, SessionSummary, StepLog, StoredSession
+from app.store.base import (
+    IdempotencyRecord,
+    Locked,
+    Replayer,
+    SessionSummary,
+    StepLog,
+    StoredSession,
+)
 
 
 @dataclass
@@ -107,11 +114,18 @@ class MemoryStore:
         bisect.insort(self._order, sid)
 
     async def load(
-        self, sid: str, slots: Sequence[str] | None = None, *, take: bool = False
+        self,
+        sid: str,
+        slots: Sequence[str] | None = None,
+        *,
+        take: bool = False,
+        lock: tuple[str, int] | None = None,
     ) -> StoredSession:
         # `take` changes nothing here: these arrays are the committed state, so a caller
         # that mutates always gets copies
         sess = self._get(sid)
+        if lock is not None and not await self.try_lock(sid, *lock):
+            raise Locked(sid)
         names = list(sess.slots) if slots is None else [s for s in slots if s in sess.slots]
         return StoredSession(sess.version, sess.meta, {n: sess.slots[n].copy() for n in names})
 
@@ -124,6 +138,7 @@ class MemoryStore:
         idempotency: IdempotencyRecord | None = None,
         ttl_s: int | None = None,
         log: StepLog | None = None,
+        unlock: str | None = None,
     ) -> int:
         sess = self._get(sid)
         if sess.version != expected_version:
@@ -141,6 +156,8 @@ class MemoryStore:
             until = self.clock() + self.idempotency_ttl_s
             sess.idempotency[idempotency.key] = (idempotency, until)
             sess.inflight.pop(idempotency.key, None)
+        if unlock is not None:
+            await self.unlock(sid, unlock)
         return sess.version
 
     async def delete(self, sid: str) -> bool:

@@ -46,7 +46,14 @@ from redis.exceptions import (
 
 from app.problems import Conflict, NotFound, StoreUnavailable
 from app.store import keys
-from app.store.base import IdempotencyRecord, Replayer, SessionSummary, StepLog, StoredSession
+from app.store.base import (
+    IdempotencyRecord,
+    Locked,
+    Replayer,
+    SessionSummary,
+    StepLog,
+    StoredSession,
+)
 from app.store.redis_coord import RedisCoordination
 from app.store.slotcache import Entry, SlotCache, decode, encode, fresh, pack
 
@@ -68,7 +75,7 @@ MAX_CHUNK_BYTES = 512 * 2**20 - 2**20  # Redis refuses string values of 512 MB a
 PENDING_TTL_S = 600  # chunks SET ahead of their script; it settles them, or they expire
 INLINE_BYTES = 64 * 2**10  # slots smaller than this come back inside the load script
 _SCRIPTS = ("load", "delete", "idem_get", *RedisCoordination.SCRIPTS)  # EVALSHA
-_WRITES = ("create", "commit", "append")  # EVAL inside MULTI
+_WRITES = ("create", "commit", "append")  # EVAL inside MULTI (commit, append: or EVALSHA)
 
 
 def _raised_in_redis(exc: BaseException) -> bool:
@@ -141,7 +148,7 @@ class RedisStore(RedisCoordination):
         self._cache = SlotCache(cache_bytes)
         lua = resources.files("app.store") / "lua"
         self._source = {n: (lua / f"{n}.lua").read_text() for n in (*_SCRIPTS, *_WRITES)}
-        self._scripts = {n: client.register_script(self._source[n]) for n in _SCRIPTS}
+        self._scripts = {n: client.register_script(self._source[n]) for n in (*_SCRIPTS, *_WRITES)}
 
     @classmethod
     def connect(
@@ -249,16 +256,26 @@ class RedisStore(RedisCoordination):
                 await node.aclose()
 
     async def _write(
-        self, script: str, chunks: Mapping[str, memoryview], keys_: list[str], args: list[Any]
+        self,
+        script: str,
+        chunks: Mapping[str, memoryview],
+        keys_: list[str],
+        args: list[Any],
+        inline: bool = False,
     ) -> Any:
         """MULTI, SET every chunk (EX pending, settled by the script), EVAL, EXEC: one
-        atomic round trip in which big values never pass through Lua."""
+        atomic round trip in which big values never pass through Lua. `inline` (scripts
+        that take it, for small writes): one EVALSHA that SETs the values itself."""
+        small = inline and sum(len(v) for v in chunks.values()) <= INLINE_BYTES
 
         async def call() -> Any:
+            if small:
+                return await self._scripts[script](keys=keys_, args=[*args, "1", *chunks.values()])
             async with self.client.pipeline(transaction=True) as pipe:
                 for key, value in chunks.items():
                     pipe.set(key, value, ex=PENDING_TTL_S)
-                pipe.eval(self._source[script], len(keys_), *keys_, *args)
+                tail = ["0"] if inline else []
+                pipe.eval(self._source[script], len(keys_), *keys_, *args, *tail)
                 return (await pipe.execute())[-1]
 
         reply = await self._transient(call)
@@ -287,7 +304,12 @@ class RedisStore(RedisCoordination):
         self._cache.put(sid, Entry(0, inc, owned))
 
     async def load(
-        self, sid: str, slots: Sequence[str] | None = None, *, take: bool = False
+        self,
+        sid: str,
+        slots: Sequence[str] | None = None,
+        *,
+        take: bool = False,
+        lock: tuple[str, int] | None = None,
     ) -> StoredSession:
         mkey = keys.meta_key(sid)
         names = None if slots is None else [keys.check_slot(s) for s in slots]
@@ -315,12 +337,18 @@ class RedisStore(RedisCoordination):
                         if not names or n in names or ent.logged
                     }
             args: list[Any] = [-1, ""] if ent is None else [ent.version, ent.inc]
-            args += [INLINE_BYTES, -1] if names is None else [INLINE_BYTES, len(names), *names]
+            args += [INLINE_BYTES, *(lock or ("", 0))]
+            args += [-1] if names is None else [len(names), *names]
             args += list(held)
             reply = await self._run("load", [mkey], args)
             if not reply:
                 self._cache.pop(sid)
                 raise NotFound(f"session {sid} not found")
+            if len(reply) == 1:
+                if take and ent is not None:
+                    self._cache.put(sid, ent)  # untouched: give it back
+                raise Locked(sid)
+            lock = None  # held from here on, also when this read is retried
             h = dict(zip(reply[0][::2], reply[0][1::2], strict=True))
             want, chunks = [w.decode() for w in reply[1]], reply[3:]
             version, inc = int(h[b"version"]), h[b"inc"].decode()
@@ -434,6 +462,7 @@ class RedisStore(RedisCoordination):
         idempotency: IdempotencyRecord | None = None,
         ttl_s: int | None = None,
         log: StepLog | None = None,
+        unlock: str | None = None,
     ) -> int:
         """A snapshot (every given slot, and the step log is dropped), or with `log` and
         room in the log, an append of the step's gradient: 4 bytes a float32 parameter
@@ -443,7 +472,7 @@ class RedisStore(RedisCoordination):
         if log is not None and known is not None and known[0] == expected_version:
             if known[2] + 1 < self.log_steps and self.wants_log(_nbytes(slots)):
                 return await self._append(
-                    sid, expected_version, known, meta, slots, log, idempotency, ttl_s
+                    sid, expected_version, known, meta, slots, log, idempotency, ttl_s, unlock
                 )
         mkey = keys.meta_key(sid)
         token = keys.new_token()
@@ -453,7 +482,8 @@ class RedisStore(RedisCoordination):
             klist.append(keys.idem_key(sid, idempotency.key))
             record = keys.encode_idempotency(idempotency.fingerprint, idempotency.response)
         args = [expected_version, ttl_s or 0, record, self.idempotency_ttl_s, meta, token]
-        reply = await self._write("commit", chunks, klist, [*args, json.dumps(layout)])
+        args += [json.dumps(layout), unlock or ""]
+        reply = await self._write("commit", chunks, klist, args, inline=True)
         version, inc = self._committed(sid, reply, expected_version)
         ent = self._cache.get(sid)
         if ent is not None and ent.version == expected_version and ent.inc == inc:
@@ -472,6 +502,7 @@ class RedisStore(RedisCoordination):
         log: StepLog,
         idempotency: IdempotencyRecord | None,
         ttl_s: int | None,
+        unlock: str | None,
     ) -> int:
         token = keys.new_token()
         _, dtype, raw = encode(log.grad)
@@ -485,7 +516,8 @@ class RedisStore(RedisCoordination):
             record = keys.encode_idempotency(idempotency.fingerprint, idempotency.response)
         entry = json.dumps([token, len(starts), dtype, log.grad.size, len(raw)])
         args = [expected_version, ttl_s or 0, record, self.idempotency_ttl_s, meta, token]
-        reply = await self._write("append", chunks, klist, [*args, entry, known[1]])
+        args += [entry, known[1], unlock or ""]
+        reply = await self._write("append", chunks, klist, args, inline=True)
         version, inc = self._committed(sid, reply, expected_version)
         # the step's arrays are the new state: cached as they are (the store's now)
         self._cache.put(sid, Entry(version, inc, {n: encode(a)[0] for n, a in slots.items()}, True))

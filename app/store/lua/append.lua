@@ -17,6 +17,8 @@
 -- ARGV[6]         token of this write
 -- ARGV[7]         the entry, JSON [token, nchunks, dtype, length, nbytes]
 -- ARGV[8]         incarnation the caller loaded
+-- ARGV[9]         token of the advisory lock to release on success ('' : none)
+-- ARGV[10]        '1': the keys' values follow as ARGV[11..10+C] and are SET here
 -- Returns {1, new_version, incarnation} | {0, current_version} (conflict) | {-1} (no session).
 -- A retry of an append that succeeded (its reply lost) is recognised by its token.
 local ttl = tonumber(ARGV[2])
@@ -24,6 +26,11 @@ local token = ARGV[6]
 local nkeys = #KEYS - 1
 if ARGV[3] ~= '' then
   nkeys = nkeys - 1
+end
+if ARGV[10] == '1' then
+  for i = 2, 1 + nkeys do
+    redis.call('SET', KEYS[i], ARGV[9 + i])
+  end
 end
 local cur = redis.call('HMGET', KEYS[1], 'version', 'slots', 'inc', 'tok', 'log')
 local pttl = redis.call('PTTL', KEYS[1])
@@ -62,8 +69,8 @@ log[#log + 1] = cjson.decode(ARGV[7])
 for i = 2, 1 + nkeys do
   settle(KEYS[i])
 end
+local prefix = string.sub(KEYS[1], 1, -5)
 if ttl > 0 then
-  local prefix = string.sub(KEYS[1], 1, -5)
   for name, e in pairs(cjson.decode(cur[2])) do
     for c = 0, e[3] - 1 do
       redis.call('EXPIRE', prefix .. 'slot:' .. name .. ':' .. e[4] .. ':' .. c, ttl)
@@ -82,5 +89,8 @@ redis.call('HSET', KEYS[1], 'version', version + 1, 'tok', token, 'meta', ARGV[5
   'log', cjson.encode(log))
 if ARGV[3] ~= '' then
   redis.call('SET', KEYS[#KEYS], ARGV[3], 'EX', tonumber(ARGV[4]))
+end
+if ARGV[9] ~= '' and redis.call('GET', prefix .. 'lock') == ARGV[9] then
+  redis.call('DEL', prefix .. 'lock')
 end
 return {1, version + 1, cur[3]}

@@ -16,6 +16,9 @@
 -- ARGV[5]         new engine meta (opaque bytes)
 -- ARGV[6]         token of this write
 -- ARGV[7]         written slots, JSON {slot: [dtype, length, nchunks, token, nbytes]}
+-- ARGV[8]         token of the advisory lock to release on success ('' : none)
+-- ARGV[9]         '1': the chunks' values follow as ARGV[10..9+C] and are SET here (a
+--                 small state: one EVALSHA instead of MULTI, SETs, EVAL, EXEC)
 -- Returns {1, new_version, incarnation} | {0, current_version} (conflict) | {-1} (no session)
 -- | {-2} (a step log is pending and ARGV[7] does not rewrite every slot: refused).
 -- A commit is a snapshot: it unlinks the session's step log (see append.lua).
@@ -26,6 +29,11 @@ local token = ARGV[6]
 local nchunks = #KEYS - 1
 if ARGV[3] ~= '' then
   nchunks = nchunks - 1
+end
+if ARGV[9] == '1' then
+  for i = 2, 1 + nchunks do
+    redis.call('SET', KEYS[i], ARGV[8 + i])
+  end
 end
 local cur = redis.call('HMGET', KEYS[1], 'version', 'slots', 'inc', 'tok', 'log')
 local pttl = redis.call('PTTL', KEYS[1])
@@ -106,5 +114,8 @@ redis.call('HSET', KEYS[1], 'version', version + 1, 'tok', token, 'meta', ARGV[5
   'slots', cjson.encode(layout))
 if ARGV[3] ~= '' then
   redis.call('SET', KEYS[#KEYS], ARGV[3], 'EX', tonumber(ARGV[4]))
+end
+if ARGV[8] ~= '' and redis.call('GET', prefix .. 'lock') == ARGV[8] then
+  redis.call('DEL', prefix .. 'lock')
 end
 return {1, version + 1, cur[3]}

@@ -10,11 +10,15 @@
 -- ARGV[1]         version of the caller's cached copy (-1: none)
 -- ARGV[2]         incarnation of the caller's cached copy
 -- ARGV[3]         inline limit: return the chunks when the wanted slots are this small
--- ARGV[4]         N, the number of requested slot names (-1: every slot)
--- ARGV[5..4+N]    requested slot names (names the session lacks are ignored)
--- ARGV[5+N..]     names the caller holds at its version; skipped when version and
+-- ARGV[4]         advisory lock token to take ('' : none), see lock below
+-- ARGV[5]         its TTL in milliseconds
+-- ARGV[6]         N, the number of requested slot names (-1: every slot)
+-- ARGV[7..6+N]    requested slot names (names the session lacks are ignored)
+-- ARGV[7+N..]     names the caller holds at its version; skipped when version and
 --                 incarnation match
--- Returns {} when the session does not exist, else {meta, want, inline, chunk...}: meta
+-- Returns {} when the session does not exist, {0} when another holder has the lock
+-- (optd:{sid}:lock, SET NX PX: a step's load and lock in one round trip), else
+-- {meta, want, inline, chunk...}: meta
 -- is the HGETALL of the meta hash, want the slots the caller needs, inline 1 when their
 -- chunks follow (slot by slot, nchunks each as in meta's layout), 0 when it must GET them.
 -- With a step log in meta (`log`), `want` is empty when the caller can replay the log
@@ -23,26 +27,35 @@ local meta = redis.call('HGETALL', KEYS[1])
 if #meta == 0 then
   return {}
 end
+local prefix = string.sub(KEYS[1], 1, -5)
+if ARGV[4] ~= '' then
+  local lock = prefix .. 'lock'
+  if redis.call('GET', lock) ~= ARGV[4] then
+    if not redis.call('SET', lock, ARGV[4], 'NX', 'PX', tonumber(ARGV[5])) then
+      return {0}
+    end
+  end
+end
 local h = {}
 for i = 1, #meta, 2 do
   h[meta[i]] = meta[i + 1]
 end
 local layout = cjson.decode(h['slots'])
-local n = tonumber(ARGV[4])
+local n = tonumber(ARGV[6])
 local want = {}
 if n < 0 then
   for name, _ in pairs(layout) do
     want[#want + 1] = name
   end
 else
-  for i = 5, 4 + n do
+  for i = 7, 6 + n do
     if layout[ARGV[i]] then
       want[#want + 1] = ARGV[i]
     end
   end
 end
 local have = {}
-for i = 5 + math.max(n, 0), #ARGV do
+for i = 7 + math.max(n, 0), #ARGV do
   have[ARGV[i]] = true
 end
 local same = h['inc'] == ARGV[2]
@@ -85,7 +98,6 @@ end
 if bytes > tonumber(ARGV[3]) then
   return {meta, want, 0}
 end
-local prefix = string.sub(KEYS[1], 1, -5)
 local out = {meta, want, 1}
 for _, name in ipairs(want) do
   local e = layout[name]
