@@ -20,6 +20,7 @@ import orjson
 
 from app.optim import ResolvedConfig, StepInfo, apply_step, assemble_grads, grad_norm
 from app.optim.state import OptimState
+from app.optim.step import contiguous_grads
 from app.session import SessionMeta
 from app.store.base import StepLog
 
@@ -32,14 +33,17 @@ def step(
     stepped: np.ndarray,
     scale: float,
     log: bool,
+    kept: np.ndarray | None = None,
 ) -> tuple[StepInfo, StepLog | None]:
-    """`run_step` that also returns the step as a log entry when `log` (one copy of the
-    gradient, taken before clipping and the update use it as scratch)."""
+    """`run_step` that also returns the step as a log entry when `log`: with `kept`, a
+    read-only copy of `grad` the caller already has, else one copy of the gradient taken
+    before clipping and the update use `grad` as scratch."""
     before = meta.to_bytes() if log else b""  # before the step advances steps and scalars
     norm = grad_norm(cfg, meta.layout, grad, stepped)
-    kept = grad.copy() if log else None
+    if log and kept is None:
+        kept = grad.copy()
     info = apply_step(cfg, state, grad, stepped, meta.step, scale, norm)
-    if kept is None:
+    if not log or kept is None:
         return info, None
     tail = orjson.dumps({"stepped": stepped.tolist(), "scale": scale, "norm": repr(norm)})
     return info, StepLog(before + b"\n" + tail, kept)
@@ -53,9 +57,14 @@ def step_grads(
     scale: float,
     log: bool,
 ) -> tuple[StepInfo, StepLog | None]:
-    """A step from named gradients (the HTTP request's)."""
-    flat, stepped = assemble_grads(meta.layout, grads, cfg.dtype)
-    return step(cfg, meta, state, flat, stepped, scale, log)
+    """A step from named gradients (the HTTP request's). When they lie in the body as one
+    flat array in layout order, that view is what the log keeps: no second copy."""
+    view = contiguous_grads(meta.layout, grads, cfg.dtype)
+    if view is None:
+        flat, stepped = assemble_grads(meta.layout, grads, cfg.dtype)
+    else:
+        flat, stepped = view.copy(), np.arange(len(meta.layout.specs), dtype=np.int64)
+    return step(cfg, meta, state, flat, stepped, scale, log, view)
 
 
 def replay(slots: dict[str, np.ndarray], entries: list[tuple[bytes, np.ndarray]]) -> None:

@@ -11,12 +11,14 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from app.codec import safetensors
 from app.core.config import Settings
 from app.main import create_app
 from app.store import RedisStore
 from tests.fixtures_api import create, decode, tensors
 
 pytestmark = pytest.mark.parametrize("store_kind", ["redis", "cluster"])
+ST = "application/x-safetensors"
 
 CONFIGS: list[dict[str, Any]] = [
     {
@@ -36,7 +38,10 @@ CONFIGS: list[dict[str, Any]] = [
 
 def params0(dtype: str = "float32") -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    return {"w": rng.standard_normal((6, 5)).astype(dtype), "b": rng.standard_normal(5).astype(dtype)}
+    return {
+        "w": rng.standard_normal((6, 5)).astype(dtype),
+        "b": rng.standard_normal(5).astype(dtype),
+    }
 
 
 def grads(t: int, dtype: str = "float32", only: str | None = None) -> dict[str, np.ndarray]:
@@ -105,9 +110,22 @@ def same(a: Any, b: Any) -> None:
         assert a == b
 
 
+def post_step(client: TestClient, sid: str, g: dict[str, np.ndarray], wire: str) -> Any:
+    if wire == "json":
+        return client.post(f"/v1/sessions/{sid}/step", json={"grads": tensors(g)}).json()
+    # safetensors in the session's order: the server logs the body's bytes without a copy
+    r = client.post(
+        f"/v1/sessions/{sid}/step",
+        content=safetensors.encode(g),
+        headers={"content-type": ST, "accept": "application/json"},
+    )
+    return r.json()
+
+
+@pytest.mark.parametrize("wire", ["json", "safetensors"])
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c["optimizer"])
 def test_two_processes_and_a_reader_see_the_memory_stores_bits(
-    make_client: Callable[..., TestClient], config: dict[str, Any]
+    make_client: Callable[..., TestClient], config: dict[str, Any], wire: str
 ) -> None:
     """Two API processes alternate steps (each replays the other's logged steps onto its
     copy), a third only reads (replays onto the snapshot): all of it bit for bit what the
@@ -120,9 +138,8 @@ def test_two_processes_and_a_reader_see_the_memory_stores_bits(
         ref = create(mem, params0(dtype), **config)
         for t in range(17):
             client = b if t % 5 in (0, 3) else a
-            g = {"grads": tensors(grads(t, dtype))}
-            got = client.post(f"/v1/sessions/{sid}/step", json=g).json()
-            want = mem.post(f"/v1/sessions/{ref}/step", json=g).json()
+            got = post_step(client, sid, grads(t, dtype), wire)
+            want = post_step(mem, ref, grads(t, dtype), wire)
             same(decode(got["params"]), decode(want["params"]))
             seen = reader.get(f"/v1/sessions/{sid}/params").json()
             same(decode(seen["params"]), decode(want["params"]))

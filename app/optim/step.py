@@ -57,6 +57,40 @@ def assemble_grads(
     return flat, stepped
 
 
+def contiguous_grads(
+    layout: Layout, grads: Mapping[str, np.ndarray], dtype: np.dtype[Any]
+) -> np.ndarray | None:
+    """The gradients as one flat read-only array without a copy, when they already are
+    one in memory: every parameter, in layout order, in the state dtype, back to back (a
+    safetensors body written in the session's order, as the SDKs do). Else None."""
+    specs = layout.specs
+    if len(grads) != len(specs) or not specs:
+        return None
+    start = 0
+    for (name, g), spec in zip(grads.items(), specs, strict=True):
+        if name != spec.name or g.dtype != dtype or g.size != spec.size:
+            return None
+        if tuple(g.shape) != spec.shape and g.ndim != 1:
+            return None  # assemble_grads names the mismatch
+        if not g.flags.c_contiguous:
+            return None
+        addr = g.__array_interface__["data"][0]
+        if spec.offset == 0:
+            start = addr
+        elif addr != start + spec.offset * dtype.itemsize:
+            return None
+    buf: Any = next(iter(grads.values()))
+    while isinstance(buf, np.ndarray) and buf.base is not None:
+        buf = buf.base
+    if isinstance(buf, np.ndarray):
+        return None  # an array that owns its memory: not a view over one body
+    whole = np.frombuffer(buf, dtype=np.uint8)
+    offset = start - whole.__array_interface__["data"][0]
+    if offset < 0 or offset + layout.total * dtype.itemsize > whole.size:
+        return None
+    return np.frombuffer(buf, dtype=dtype, count=layout.total, offset=offset)
+
+
 def _ranges(layout: Layout, stepped: np.ndarray) -> list[tuple[int, int]]:
     if stepped.size == len(layout.specs):
         return [(0, layout.total)]
