@@ -25,6 +25,7 @@ from app.core.auth import current_caller
 from app.core.config import Settings
 from app.metrics import Metrics
 from app.optim import PARAM
+from app.optim.step import contiguous_grads
 from app.problems import (
     Conflict,
     IdempotencyMismatch,
@@ -95,6 +96,7 @@ class Engine:
         # instead of computing a step that would lose the compare-and-set anyway.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._contended: dict[str, float] = {}  # sid -> until (monotonic)
+        self._background: set[asyncio.Future[None]] = set()
         store.replayer = self.replay
 
     async def replay(self, slots: dict[str, np.ndarray], entries: list[tuple[bytes, Any]]) -> None:
@@ -252,11 +254,23 @@ class Engine:
         if staleness and meta.options.staleness_lr == "inverse":
             scale = 1.0 / (1 + staleness)
         state = meta.state(stored.slots)
-        log = self.store.wants_log(sum(a.nbytes for a in stored.slots.values()))
+        nbytes = sum(a.nbytes for a in stored.slots.values())
+        log = self.store.wants_log(sid, stored.version, nbytes)
         t0 = time.perf_counter()
-        info, entry = await self.compute(
-            meta.layout.total, steplog.step_grads, cfg, meta, state, req.grads, scale, log
-        )
+        staging = self._stage(sid, meta, cfg.dtype, req.grads) if log else None
+        try:
+            info, entry = await self.compute(
+                meta.layout.total, steplog.step_grads, cfg, meta, state, req.grads, scale, log
+            )
+        except BaseException:
+            if staging is not None:  # a refused step: its staged gradient goes now
+                task = asyncio.ensure_future(self._discard(sid, staging))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            raise
+        if staging is not None and entry is not None:
+            with contextlib.suppress(Exception):  # else the commit sends the gradient itself
+                entry.staged = await staging
         self.metrics.phase("compute", time.perf_counter() - t0)
         meta.step = info.step
         meta.last_lr, meta.last_grad_norm = info.lr, info.grad_norm
@@ -290,6 +304,20 @@ class Engine:
             self.metrics.staleness.observe(staleness)
         outcome.params = {s.name: state.view(PARAM, s.name) for s in meta.layout.specs}
         return outcome
+
+    def _stage(
+        self, sid: str, meta: SessionMeta, dtype: Any, grads: dict[str, np.ndarray]
+    ) -> asyncio.Future[Any] | None:
+        """When the request's gradient is already one flat array (the log keeps it as it
+        is), start writing it to the store now, while the step computes."""
+        view = contiguous_grads(meta.layout, grads, dtype)
+        if view is None:
+            return None
+        return asyncio.ensure_future(self.store.stage_log(sid, view))
+
+    async def _discard(self, sid: str, staging: asyncio.Future[Any]) -> None:
+        with contextlib.suppress(Exception):
+            await self.store.discard_log(sid, await staging)
 
     def _staleness(self, meta: SessionMeta, version: int, base: int | None) -> int | None:
         if base is None:

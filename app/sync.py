@@ -139,7 +139,7 @@ async def close_round(engine: Engine, sid: str, base: int) -> None:
         grad = acc.astype(cfg.dtype)
         stepped = np.flatnonzero(touched)
         state = meta.state(stored.slots)
-        log = engine.store.wants_log(sum(a.nbytes for a in stored.slots.values()))
+        log = engine.store.wants_log(sid, base, sum(a.nbytes for a in stored.slots.values()))
         info, entry = await engine.compute(
             layout.total, steplog.step, cfg, meta, state, grad, stepped, 1.0, log
         )

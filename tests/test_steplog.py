@@ -3,6 +3,7 @@ are replayed bit for bit by any process, and the keys stay exactly what meta nam
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -146,6 +147,8 @@ def test_two_processes_and_a_reader_see_the_memory_stores_bits(
             assert got["version"] == seen["version"] == t + 1
     appended = sum(store_of(c).stats["log_appends"] for c in (a, b))
     assert appended >= 10  # the steps were logged, not snapshotted
+    staged = sum(store_of(c).stats["log_staged"] for c in (a, b))
+    assert staged == (appended if wire == "safetensors" else 0)  # written while computing
     assert store_of(b).stats["log_replays"] > 0 and store_of(reader).stats["log_replays"] > 0
 
 
@@ -210,3 +213,28 @@ def test_small_sessions_snapshot_by_default(make_client: Callable[..., TestClien
     for t in range(5):
         client.post(f"/v1/sessions/{sid}/step", json={"grads": tensors(grads(t))})
     assert store_of(client).stats["log_appends"] == 0
+
+
+def test_a_refused_step_leaves_no_staged_gradient(
+    make_client: Callable[..., TestClient], settings: Settings
+) -> None:
+    """The gradient is written while the step computes; a step refused there (NaN) must
+    not leave it behind."""
+    client = make_client()
+    sid = create(client, params0(), optimizer="adam")
+    post_step(client, sid, grads(0), "safetensors")
+    before = session_keys(settings, sid)
+    bad = grads(1)
+    bad["b"][2] = np.nan
+    r = client.post(
+        f"/v1/sessions/{sid}/step",
+        content=safetensors.encode(bad),
+        headers={"content-type": ST},
+    )
+    assert r.status_code == 422
+    for _ in range(100):  # the discard runs in the background
+        if session_keys(settings, sid) == before:
+            break
+        time.sleep(0.02)
+    assert session_keys(settings, sid) == before
+    assert post_step(client, sid, grads(1), "safetensors")["version"] == 2

@@ -187,10 +187,14 @@ def test_commit_replaces_chunk_keys_and_leaves_no_orphans(
     assert run(b.load("s")).slots["p"][0] == 3
 
 
+@pytest.mark.parametrize("inline", [True, False], ids=["evalsha", "multi"])
 def test_a_retried_write_is_recognised_not_applied_twice(
-    rstores: tuple[RedisStore, RedisStore],
+    rstores: tuple[RedisStore, RedisStore], inline: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """redis-py re-sends a MULTI whose reply was lost; replay one by hand, twice over."""
+    """redis-py re-sends a write whose reply was lost; replay one by hand, twice over
+    (small writes are one EVALSHA, big ones MULTI + SETs + EVAL: both kinds)."""
+    if not inline:
+        monkeypatch.setattr("app.store.redis.INLINE_BYTES", 0)
     a, b = rstores
     token = K.new_token()
     _, layout, chunks = pack("s", {"p": vec(1)}, token, a.chunk_bytes)
@@ -200,9 +204,9 @@ def test_a_retried_write_is_recognised_not_applied_twice(
     assert run(a._write("create", chunks, [mkey, *chunks], args)) == 1  # the retry
     token = K.new_token()
     _, layout, chunks = pack("s", {"p": vec(2)}, token, a.chunk_bytes)
-    args2 = [0, 0, b"", 60, b"m1", token, json.dumps(layout)]
-    first = run(a._write("commit", chunks, [mkey, *chunks], args2))
-    again = run(a._write("commit", chunks, [mkey, *chunks], args2))
+    args2 = [0, 0, b"", 60, b"m1", token, json.dumps(layout), ""]
+    first = run(a._write("commit", chunks, [mkey, *chunks], args2, inline=True))
+    again = run(a._write("commit", chunks, [mkey, *chunks], args2, inline=True))
     assert first[:2] == again[:2] == [1, 1]
     ttls = all_ttls(a, "s")
     assert len(ttls) == 2 and set(ttls.values()) == {-1}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -49,6 +49,7 @@ class StepLog:
 
     record: bytes  # engine-defined: everything replaying the step needs besides `grad`
     grad: np.ndarray  # flat, in the state's dtype; the store's after the commit
+    staged: Any = None  # what `stage_log` returned for `grad`, if it was staged
 
 
 # (slots to advance in place, [(record, grad)] oldest first): the engine's replay of a log
@@ -68,9 +69,16 @@ class SessionStore(Protocol):
     kind: str  # "memory" or "redis"
     replayer: Replayer | None  # set by the engine; a store with a step log needs it
 
-    def wants_log(self, state_bytes: int) -> bool:
-        """Whether `commit` may keep a step of a state this big as a `StepLog` (then the
-        engine pays for building one)."""
+    def wants_log(self, sid: str, version: int, state_bytes: int) -> bool:
+        """Whether a step on `version` of this session, with this much state, will be kept
+        as a `StepLog` by `commit` (only then does the engine build one)."""
+
+    async def stage_log(self, sid: str, grad: np.ndarray) -> Any:
+        """Start writing a step's gradient before the step is computed (it overlaps the
+        compute); the handle goes into `StepLog.staged`, or to `discard_log` when the
+        step is refused (a commit that does not need it drops it itself)."""
+
+    async def discard_log(self, sid: str, staged: Any) -> None: ...
 
     async def ping(self) -> None:
         """Raise `StoreUnavailable` when the store cannot be reached."""

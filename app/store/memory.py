@@ -56,8 +56,14 @@ class MemoryStore:
     kind = "memory"
     replayer: Replayer | None = None  # never needed: the state is kept, not a log
 
-    def wants_log(self, state_bytes: int) -> bool:
+    def wants_log(self, sid: str, version: int, state_bytes: int) -> bool:
         return False
+
+    async def stage_log(self, sid: str, grad: np.ndarray) -> None:
+        raise NotImplementedError("the memory store keeps no log")
+
+    async def discard_log(self, sid: str, staged: object) -> None:
+        return None
 
     def __init__(
         self, *, idempotency_ttl_s: int = 86400, clock: Callable[[], float] = time.monotonic

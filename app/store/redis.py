@@ -22,6 +22,7 @@ import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -106,6 +107,29 @@ def _own(a: np.ndarray) -> np.ndarray:
         return fresh(a)
 
 
+@dataclass
+class _Staged:
+    """A gradient whose log chunks `stage_log` already SET (pending)."""
+
+    token: str
+    keys: list[str]
+    grad: np.ndarray
+
+
+def _grad_chunks(sid: str, token: str, grad: np.ndarray, chunk_bytes: int) -> dict[str, memoryview]:
+    _, _, raw = encode(grad)
+    return {
+        keys.log_key(sid, token, c): raw[i : i + chunk_bytes]
+        for c, i in enumerate(range(0, max(len(raw), 1), chunk_bytes))
+    }
+
+
+def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
+    """The same bytes (two views of one request body), not merely equal ones."""
+    ia, ib = a.__array_interface__, b.__array_interface__
+    return bool(ia["data"] == ib["data"] and a.nbytes == b.nbytes and a.dtype == b.dtype)
+
+
 def _nbytes(slots: Mapping[str, np.ndarray]) -> int:
     return sum(a.nbytes for a in slots.values())
 
@@ -142,6 +166,7 @@ class RedisStore(RedisCoordination):
         self.wait_timeout_ms = wait_timeout_ms
         self._node_clients: dict[tuple[str, int], Redis] = {}
         self.stats = {"slot_reads": 0, "cache_hits": 0, "log_replays": 0, "log_appends": 0}
+        self.stats["log_staged"] = 0
         self.log_steps, self.log_min_bytes = log_steps, log_min_bytes
         self.replayer: Replayer | None = None
         self._log_len: dict[str, tuple[int, str, int]] = {}  # sid -> (version, inc, length)
@@ -262,19 +287,22 @@ class RedisStore(RedisCoordination):
         keys_: list[str],
         args: list[Any],
         inline: bool = False,
+        staged: int = 0,
     ) -> Any:
         """MULTI, SET every chunk (EX pending, settled by the script), EVAL, EXEC: one
         atomic round trip in which big values never pass through Lua. `inline` (scripts
-        that take it, for small writes): one EVALSHA that SETs the values itself."""
+        that take it, for small writes): one EVALSHA that SETs the values itself. The
+        last `staged` keys were SET before (`stage_log`): the script only settles them."""
         small = inline and sum(len(v) for v in chunks.values()) <= INLINE_BYTES
 
         async def call() -> Any:
             if small:
-                return await self._scripts[script](keys=keys_, args=[*args, "1", *chunks.values()])
+                values = list(chunks.values())
+                return await self._scripts[script](keys=keys_, args=[*args, len(values), *values])
             async with self.client.pipeline(transaction=True) as pipe:
                 for key, value in chunks.items():
                     pipe.set(key, value, ex=PENDING_TTL_S)
-                tail = ["0"] if inline else []
+                tail = [0] if inline else []
                 pipe.eval(self._source[script], len(keys_), *keys_, *args, *tail)
                 return (await pipe.execute())[-1]
 
@@ -450,8 +478,39 @@ class RedisStore(RedisCoordination):
             for c in range(n)
         )
 
-    def wants_log(self, state_bytes: int) -> bool:
-        return self.log_steps > 1 and state_bytes >= self.log_min_bytes
+    def wants_log(self, sid: str, version: int, state_bytes: int) -> bool:
+        """True when a commit on `version` will append: the state is big enough and the
+        log's length at that version is known (from our load or commit) and not full."""
+        known = self._log_len.get(sid)
+        return (
+            known is not None
+            and known[0] == version
+            and known[2] + 1 < self.log_steps
+            and state_bytes >= self.log_min_bytes
+        )
+
+    async def stage_log(self, sid: str, grad: np.ndarray) -> _Staged:
+        """SET the gradient's chunks (EX pending) now; `append.lua` settles them."""
+        token = keys.new_token()
+        chunks = _grad_chunks(sid, token, grad, self.chunk_bytes)
+
+        async def call() -> None:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key, value in chunks.items():
+                    pipe.set(key, value, ex=PENDING_TTL_S)
+                await pipe.execute()
+
+        await self._transient(call)
+        return _Staged(token, list(chunks), grad)
+
+    async def discard_log(self, sid: str, staged: Any) -> None:
+        if isinstance(staged, _Staged):
+            keys_ = staged.keys
+
+            async def call() -> None:
+                await self.client.unlink(*keys_)  # one hash tag: one slot, one command
+
+            await self._transient(call)
 
     async def commit(
         self,
@@ -469,11 +528,12 @@ class RedisStore(RedisCoordination):
         instead of the whole state. Every `log_steps`-th step is a snapshot, so a reader
         replays at most `log_steps - 1` steps."""
         known = self._log_len.get(sid)
-        if log is not None and known is not None and known[0] == expected_version:
-            if known[2] + 1 < self.log_steps and self.wants_log(_nbytes(slots)):
+        if log is not None and known is not None:
+            if self.wants_log(sid, expected_version, _nbytes(slots)):
                 return await self._append(
                     sid, expected_version, known, meta, slots, log, idempotency, ttl_s, unlock
                 )
+            await self.discard_log(sid, log.staged)  # not needed after all
         mkey = keys.meta_key(sid)
         token = keys.new_token()
         owned, layout, chunks = pack(sid, slots, token, self.chunk_bytes)
@@ -504,20 +564,25 @@ class RedisStore(RedisCoordination):
         ttl_s: int | None,
         unlock: str | None,
     ) -> int:
-        token = keys.new_token()
+        staged = log.staged if isinstance(log.staged, _Staged) else None
+        if staged is not None and _same_memory(staged.grad, log.grad):
+            token, grad_keys = staged.token, staged.keys  # already SET by stage_log
+            self.stats["log_staged"] += 1
+            chunks = {keys.logrec_key(sid, token): memoryview(log.record)}
+        else:
+            token, grad_keys = keys.new_token(), []
+            chunks = {keys.logrec_key(sid, token): memoryview(log.record)}
+            chunks |= _grad_chunks(sid, token, log.grad, self.chunk_bytes)
         _, dtype, raw = encode(log.grad)
-        starts = range(0, len(raw), self.chunk_bytes)
-        chunks = {keys.logrec_key(sid, token): memoryview(log.record)}
-        for c, i in enumerate(starts):
-            chunks[keys.log_key(sid, token, c)] = raw[i : i + self.chunk_bytes]
-        klist, record = [keys.meta_key(sid), *chunks], b""
+        nchunks = max(1, -(-len(raw) // self.chunk_bytes))
+        klist, record = [keys.meta_key(sid), *chunks, *grad_keys], b""
         if idempotency is not None:
             klist.append(keys.idem_key(sid, idempotency.key))
             record = keys.encode_idempotency(idempotency.fingerprint, idempotency.response)
-        entry = json.dumps([token, len(starts), dtype, log.grad.size, len(raw)])
+        entry = json.dumps([token, nchunks, dtype, log.grad.size, len(raw)])
         args = [expected_version, ttl_s or 0, record, self.idempotency_ttl_s, meta, token]
         args += [entry, known[1], unlock or ""]
-        reply = await self._write("append", chunks, klist, args, inline=True)
+        reply = await self._write("append", chunks, klist, args, inline=True, staged=len(grad_keys))
         version, inc = self._committed(sid, reply, expected_version)
         # the step's arrays are the new state: cached as they are (the store's now)
         self._cache.put(sid, Entry(version, inc, {n: encode(a)[0] for n, a in slots.items()}, True))

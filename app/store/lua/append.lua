@@ -7,7 +7,7 @@
 -- computed from.
 --
 -- KEYS[1]         optd:{sid}:meta
--- KEYS[2..1+C]    the entry's keys just SET: optd:{sid}:logrec:<token>, optd:{sid}:log:<token>:<i>
+-- KEYS[2..1+C]    the entry's keys: optd:{sid}:logrec:<token>, optd:{sid}:log:<token>:<i>
 -- KEYS[2+C]       optd:{sid}:idem:<hash>, present only when ARGV[3] is not empty
 -- ARGV[1]         expected version
 -- ARGV[2]         session TTL in seconds (0: keep the session's current TTL, if any)
@@ -18,7 +18,9 @@
 -- ARGV[7]         the entry, JSON [token, nchunks, dtype, length, nbytes]
 -- ARGV[8]         incarnation the caller loaded
 -- ARGV[9]         token of the advisory lock to release on success ('' : none)
--- ARGV[10]        '1': the keys' values follow as ARGV[11..10+C] and are SET here
+-- ARGV[10]        K: the values of the first K keys follow as ARGV[11..10+K] and are SET
+--                 here; the other keys were SET before (MULTI, or staged while the step
+--                 was computed)
 -- Returns {1, new_version, incarnation} | {0, current_version} (conflict) | {-1} (no session).
 -- A retry of an append that succeeded (its reply lost) is recognised by its token.
 local ttl = tonumber(ARGV[2])
@@ -27,10 +29,8 @@ local nkeys = #KEYS - 1
 if ARGV[3] ~= '' then
   nkeys = nkeys - 1
 end
-if ARGV[10] == '1' then
-  for i = 2, 1 + nkeys do
-    redis.call('SET', KEYS[i], ARGV[9 + i])
-  end
+for i = 2, 1 + tonumber(ARGV[10]) do
+  redis.call('SET', KEYS[i], ARGV[9 + i])
 end
 local cur = redis.call('HMGET', KEYS[1], 'version', 'slots', 'inc', 'tok', 'log')
 local pttl = redis.call('PTTL', KEYS[1])

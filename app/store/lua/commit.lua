@@ -17,8 +17,9 @@
 -- ARGV[6]         token of this write
 -- ARGV[7]         written slots, JSON {slot: [dtype, length, nchunks, token, nbytes]}
 -- ARGV[8]         token of the advisory lock to release on success ('' : none)
--- ARGV[9]         '1': the chunks' values follow as ARGV[10..9+C] and are SET here (a
---                 small state: one EVALSHA instead of MULTI, SETs, EVAL, EXEC)
+-- ARGV[9]         K: the values of the first K chunk keys follow as ARGV[10..9+K] and
+--                 are SET here (a small state: one EVALSHA instead of MULTI, SETs, EVAL,
+--                 EXEC); 0 when they were SET before the script
 -- Returns {1, new_version, incarnation} | {0, current_version} (conflict) | {-1} (no session)
 -- | {-2} (a step log is pending and ARGV[7] does not rewrite every slot: refused).
 -- A commit is a snapshot: it unlinks the session's step log (see append.lua).
@@ -30,10 +31,8 @@ local nchunks = #KEYS - 1
 if ARGV[3] ~= '' then
   nchunks = nchunks - 1
 end
-if ARGV[9] == '1' then
-  for i = 2, 1 + nchunks do
-    redis.call('SET', KEYS[i], ARGV[8 + i])
-  end
+for i = 2, 1 + tonumber(ARGV[9]) do
+  redis.call('SET', KEYS[i], ARGV[8 + i])
 end
 local cur = redis.call('HMGET', KEYS[1], 'version', 'slots', 'inc', 'tok', 'log')
 local pttl = redis.call('PTTL', KEYS[1])
