@@ -92,4 +92,7 @@ def create_app(settings: Settings | None = None, store: SessionStore | None = No
     for module in (sessions, step, state, optimizers):
         app.include_router(module.router, dependencies=[Depends(authorize)])
     app.include_router(health.router)
+    # POST /step, the hot path, is matched first and skips FastAPI's dependency machinery
+    # (step.fast_route authorizes itself); the APIRoute above keeps it in the OpenAPI doc.
+    app.router.routes.insert(0, step.fast_route)
     return app

@@ -40,9 +40,15 @@ class Metrics:
             "optd_requests", "HTTP requests", ["method", "route", "status"], registry=r
         )
         self.info = Gauge("optd_store_redis", "1 if the store is Redis, 0 if embedded", registry=r)
+        # phase -> its labelled child: labels() resolves it under a lock on every call.
+        # Filled on first use, so a phase shows in /metrics only once observed, as before.
+        self._phases: dict[str, Histogram] = {}
 
     def phase(self, name: str, seconds: float) -> None:
-        self.phase_seconds.labels(name).observe(seconds)
+        child = self._phases.get(name)
+        if child is None:
+            child = self._phases[name] = self.phase_seconds.labels(name)
+        child.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -27,6 +27,10 @@ async def get_settings(request: Request) -> Settings:
 
 
 async def parse_if_match(if_match: Annotated[str | None, Header()] = None) -> int | None:
+    return if_match_version(if_match)
+
+
+def if_match_version(if_match: str | None) -> int | None:
     """`If-Match: "12"` (our ETags are versions); `*` means any version."""
     if if_match is None or if_match.strip() == "*":
         return None

@@ -6,6 +6,7 @@ numpy arrays in one call per tensor; safetensors is decoded zero-copy.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -21,6 +22,7 @@ from app.metrics import Metrics
 from app.problems import InvalidBody, TooLarge
 
 Format = Literal["json", "safetensors"]
+_VARY = (b"vary", b"Accept")
 
 
 async def read_body(request: Request, settings: Settings) -> bytes:
@@ -50,7 +52,12 @@ def request_format(request: Request) -> Format:
 
 
 def response_format(request: Request) -> Format:
-    return negotiate.response_format(request.headers.get("accept"))
+    return _response_format(request.headers.get("accept"))
+
+
+# Clients send the same few Accept values on every request; parsing one costs more than
+# the lookup. Refusals (NotAcceptable) are raised, so never cached.
+_response_format = functools.lru_cache(maxsize=64)(negotiate.response_format)
 
 
 def parse_json_object(body: bytes, what: str, allowed: set[str] | None = None) -> dict[str, Any]:
@@ -108,7 +115,7 @@ def tensor_response(
     if metrics is not None:
         metrics.bytes_out.inc(len(body))
     out = Response(body, status_code=status, media_type=media, headers=dict(headers or {}))
-    out.headers["Vary"] = "Accept"
+    out.raw_headers.append(_VARY)  # what out.headers["Vary"] = ... appends, without the scan
     return out
 
 
