@@ -14,6 +14,7 @@ from app.api.deps import authorize
 from app.api.routes import health, optimizers, sessions, state, step
 from app.core.auth import KeyRing, auth_enabled
 from app.core.config import Settings
+from app.core.malloc import keep_freed_memory
 from app.engine import Engine
 from app.metrics import Metrics
 from app.store import open_store
@@ -41,6 +42,7 @@ def redact(url: str) -> str:
 
 def create_app(settings: Settings | None = None, store: SessionStore | None = None) -> FastAPI:
     settings = settings or Settings()
+    keep_freed_memory(settings.malloc_trim_mb)
     metrics = Metrics()
     keyring = KeyRing.load(settings.api_keys_file, settings.api_keys)
     auth_on = auth_enabled(settings.auth, settings.host, keyring)

@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     log_min_bytes: int = Field(
         2**20, ge=0, description="Redis: sessions with less state than this always snapshot"
     )
+    malloc_trim_mb: int = Field(
+        1024,
+        ge=0,
+        description="keep up to this much freed memory for reuse instead of page-faulting "
+        "big buffers in on every step (glibc; 0 leaves the allocator alone)",
+    )
     offload_elements: int = Field(
         65_536, ge=0, description="steps on larger sessions run in a thread, off the event loop"
     )
