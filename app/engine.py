@@ -125,9 +125,10 @@ class Engine:
         *,
         take: bool = False,
         lock: tuple[str, int] | None = None,
+        cached: bool = False,
     ) -> tuple[StoredSession, SessionMeta]:
         t0 = time.perf_counter()
-        stored = await self.store.load(sid, slots, take=take, lock=lock)
+        stored = await self.store.load(sid, slots, take=take, lock=lock, cached=cached)
         meta = SessionMeta.from_bytes(stored.meta)
         if not current_caller.get().may_see(meta.tenant):
             if lock is not None:
@@ -176,19 +177,23 @@ class Engine:
         after the previous one committed: it mutates what it loads, the store hands over
         its cache instead of copying). A sync-mode session is returned to the caller."""
         # Lock order: this process's asyncio lock, then the cross-process advisory lock.
-        # With a shared store every step takes the advisory lock, in the same round trip
-        # as its load, and its commit releases it (so a process that has not lost a race
-        # recently still queues behind one that is stepping). In one process the asyncio
-        # lock above is enough, until a race was lost (e.g. two embedded apps in tests).
+        # Uncontended, a step is optimistic: it takes the state this process committed
+        # last (no round trip), skips the advisory lock, and commits with "?" — a
+        # compare-and-set that also fails while anyone holds the lock. After a lost race
+        # the session is contended for CONTENDED_S: steps then take the lock in their load
+        # script and release it in their commit, so an optimistic writer in another
+        # process loses to them once and queues too (no step is computed twice in a row).
         contended = self._contended.get(sid, 0) > time.monotonic()
-        token = secrets.token_hex(8) if contended or self.store.kind != "memory" else None
+        token = secrets.token_hex(8) if contended else None
         held, attempts = False, 0
         deadline, pause = time.monotonic() + LOCK_WAIT_S, 0.001
         try:
             while attempts < MAX_ATTEMPTS:
                 lock = (token, LOCK_TTL_MS) if token is not None and not held else None
                 try:
-                    stored, meta = await self.load(sid, take=True, lock=lock)
+                    stored, meta = await self.load(sid, take=True, lock=lock, cached=lock is None)
+                    if stored.cached and not _usable(stored, meta, req, if_match):
+                        stored, meta = await self.load(sid, take=True)
                 except Locked:
                     # held elsewhere: wait for it, but never longer than LOCK_WAIT_S (the
                     # compare-and-set alone keeps the step correct; a dead holder's lock
@@ -202,7 +207,7 @@ class Engine:
                 if meta.options.mode == "sync":
                     return stored, meta
                 try:
-                    unlock = token if held else None
+                    unlock = token if held else "?"
                     out = await self._attempt(sid, req, stored, meta, if_match, key, fp, unlock)
                     held = False  # the commit released it
                     return out
@@ -357,3 +362,17 @@ class Engine:
             {s.name: state.view(PARAM, s.name) for s in meta.layout.specs},
             replayed=True,
         )
+
+
+def _usable(
+    stored: StoredSession, meta: SessionMeta, req: StepRequest, if_match: int | None
+) -> bool:
+    """Can an optimistic step go on with this cached state? It must hold every slot the
+    optimizer needs, and a cache that may be stale must not decide a precondition: an
+    If-Match or a base_version that differs from it is checked against the store."""
+    needed = {PARAM, *meta.config.resolve().slot_names()}
+    if not needed <= stored.slots.keys():
+        return False
+    if if_match is not None and if_match != stored.version:
+        return False
+    return req.base_version is None or req.base_version <= stored.version

@@ -72,6 +72,16 @@ def test_a_step_locks_with_its_load_and_unlocks_with_its_commit(store: SessionSt
         run(store.load("nope", lock=("c", 10_000)))
 
 
+def test_an_optimistic_commit_yields_to_a_lock_holder(store: SessionStore) -> None:
+    make(store)
+    got = run(store.load("s1", take=True, cached=True))
+    assert run(store.try_lock("s1", "other", 10_000))
+    with pytest.raises(Conflict):  # someone is stepping under the lock: queue behind it
+        run(store.commit("s1", got.version, b"m", got.slots, unlock="?"))
+    run(store.unlock("s1", "other"))
+    assert run(store.commit("s1", got.version, b"m", got.slots, unlock="?")) == 1
+
+
 def test_barrier_counts_distinct_workers(store: SessionStore) -> None:
     make(store)
     assert run(store.barrier_add("s1", 0, "w1", b"g1", 60)) == (1, True)

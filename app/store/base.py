@@ -27,6 +27,7 @@ class StoredSession:
     version: int
     meta: bytes
     slots: dict[str, np.ndarray] = field(default_factory=dict)
+    cached: bool = False  # served from this process's cache, unverified (`load(cached=)`)
 
 
 @dataclass
@@ -102,13 +103,16 @@ class SessionStore(Protocol):
         *,
         take: bool = False,
         lock: tuple[str, int] | None = None,
+        cached: bool = False,
     ) -> StoredSession:
         """Version, meta and the named slots (None: all of them); `NotFound` if absent.
 
         `take`: the caller is a step that will mutate the arrays and commit them; a store
         may hand over its cached arrays instead of copying them (and forget them).
         `lock` = (token, ttl_ms): take the advisory lock (`try_lock`) in the same atomic
-        read; `Locked` if someone else holds it."""
+        read; `Locked` if someone else holds it. `cached` (with `take`): a step whose commit
+        compare-and-sets may take the state this process committed last without asking the
+        store (no round trip; the result says `cached`, and the lock is not taken)."""
 
     async def commit(
         self,
@@ -125,7 +129,9 @@ class SessionStore(Protocol):
         (others untouched; a slot may be new), store `idempotency`, bump the version and
         return it. `Conflict` (with `current_version`) if the version moved on,
         `NotFound` if the session is gone. Never half-applied. On success the advisory
-        lock held under the token `unlock` is released in the same write.
+        lock held under the token `unlock` is released in the same write; `unlock="?"`
+        (an optimistic step, loaded `cached`): `Conflict` while anyone holds the lock, so
+        steps that skipped it yield to steps that queue.
 
         With `log` (a step: `slots` is then the whole new state) a store may keep the step
         as `log` instead of rewriting the slots. A store that keeps logs refuses a commit

@@ -126,6 +126,7 @@ class MemoryStore:
         *,
         take: bool = False,
         lock: tuple[str, int] | None = None,
+        cached: bool = False,
     ) -> StoredSession:
         # `take` changes nothing here: these arrays are the committed state, so a caller
         # that mutates always gets copies
@@ -147,6 +148,8 @@ class MemoryStore:
         unlock: str | None = None,
     ) -> int:
         sess = self._get(sid)
+        if unlock == "?" and sess.lock is not None and sess.lock[1] > self.clock():
+            raise Conflict(f"session {sid} is locked by a step", current_version=sess.version)
         if sess.version != expected_version:
             raise Conflict(
                 f"session {sid} is at version {sess.version}, not {expected_version}",
@@ -162,7 +165,7 @@ class MemoryStore:
             until = self.clock() + self.idempotency_ttl_s
             sess.idempotency[idempotency.key] = (idempotency, until)
             sess.inflight.pop(idempotency.key, None)
-        if unlock is not None:
+        if unlock is not None and unlock != "?":
             await self.unlock(sid, unlock)
         return sess.version
 

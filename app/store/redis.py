@@ -329,7 +329,8 @@ class RedisStore(RedisCoordination):
             raise Conflict(f"session {sid} already exists")
         with self._errors():
             await self.client.zadd(keys.index_key(keys.index_shard(sid)), {sid: 0})
-        self._cache.put(sid, Entry(0, inc, owned))
+        self._cache.put(sid, Entry(0, inc, owned, meta=meta))
+        self._note_log(sid, 0, inc, 0)
 
     async def load(
         self,
@@ -338,8 +339,16 @@ class RedisStore(RedisCoordination):
         *,
         take: bool = False,
         lock: tuple[str, int] | None = None,
+        cached: bool = False,
     ) -> StoredSession:
         mkey = keys.meta_key(sid)
+        ent = self._cache.get(sid)
+        if cached and take and ent is not None and ent.meta is not None:
+            # the state this process committed last: the commit's compare-and-set finds out
+            # if anyone moved on since (then the engine loads for real)
+            self._cache.pop(sid)
+            own = {n: _own(a) for n, a in ent.arrays.items()}
+            return StoredSession(ent.version, ent.meta, own, cached=True)
         names = None if slots is None else [keys.check_slot(s) for s in slots]
         # A commit between our two reads unlinks chunks, and while a cluster migrates the
         # session's slot a chunk may already sit on the other node: read again, with a
@@ -409,7 +418,7 @@ class RedisStore(RedisCoordination):
                     frozen = {n: fresh(a) for n, a in base.items()}
                     for a in frozen.values():
                         a.setflags(write=False)
-                    self._cache.put(sid, Entry(version, inc, frozen, logged=True))
+                    self._cache.put(sid, Entry(version, inc, frozen, True, h[b"meta"]))
                 return StoredSession(version, h[b"meta"], {n: base[n] for n in wanted})
             if hit:
                 self.stats["cache_hits"] += 1
@@ -418,8 +427,9 @@ class RedisStore(RedisCoordination):
             if not take and (ent is None or self._cache.get(sid) is ent):
                 # (if a step took the entry while we waited, its arrays are being mutated:
                 # never put them back)
-                cached = {**ent.arrays, **got} if hit and ent is not None else got
-                self._cache.put(sid, Entry(version, inc, cached, logged=bool(log)))
+                keep = {**ent.arrays, **got} if hit and ent is not None else got
+                meta = h[b"meta"] if names is None else None  # the whole state?
+                self._cache.put(sid, Entry(version, inc, keep, bool(log), meta))
             out = {
                 n: (_own(held[n]) if take else held[n]) if n in held else fresh(got[n])
                 for n in wanted
@@ -548,7 +558,7 @@ class RedisStore(RedisCoordination):
         ent = self._cache.get(sid)
         if ent is not None and ent.version == expected_version and ent.inc == inc:
             owned = {**ent.arrays, **owned}
-        self._cache.put(sid, Entry(version, inc, owned))
+        self._cache.put(sid, Entry(version, inc, owned, meta=meta))
         self._note_log(sid, version, inc, 0)
         return version
 
@@ -585,7 +595,8 @@ class RedisStore(RedisCoordination):
         reply = await self._write("append", chunks, klist, args, inline=True, staged=len(grad_keys))
         version, inc = self._committed(sid, reply, expected_version)
         # the step's arrays are the new state: cached as they are (the store's now)
-        self._cache.put(sid, Entry(version, inc, {n: encode(a)[0] for n, a in slots.items()}, True))
+        owned = {n: encode(a)[0] for n, a in slots.items()}
+        self._cache.put(sid, Entry(version, inc, owned, True, meta))
         self._note_log(sid, version, inc, known[2] + 1)
         self.stats["log_appends"] += 1
         return version

@@ -25,6 +25,7 @@ class Entry:
     inc: str
     arrays: dict[str, np.ndarray]  # read-only; callers get copies
     logged: bool = False  # the session had a step log at this version
+    meta: bytes | None = None  # set when `arrays` is the whole state at `version`
 
     @property
     def nbytes(self) -> int:

@@ -17,7 +17,8 @@
 -- ARGV[6]         token of this write
 -- ARGV[7]         the entry, JSON [token, nchunks, dtype, length, nbytes]
 -- ARGV[8]         incarnation the caller loaded
--- ARGV[9]         token of the advisory lock to release on success ('' : none)
+-- ARGV[9]         token of the advisory lock to release on success ('' : none; '?' : an
+--                 optimistic step: a conflict while anyone holds the lock, see commit.lua)
 -- ARGV[10]        K: the values of the first K keys follow as ARGV[11..10+K] and are SET
 --                 here; the other keys were SET before (MULTI, or staged while the step
 --                 was computed)
@@ -50,7 +51,8 @@ if not cur[1] then
   return {-1}
 end
 local version = tonumber(cur[1])
-if version ~= tonumber(ARGV[1]) or cur[3] ~= ARGV[8] then
+local yield = ARGV[9] == '?' and redis.call('EXISTS', string.sub(KEYS[1], 1, -5) .. 'lock') == 1
+if version ~= tonumber(ARGV[1]) or cur[3] ~= ARGV[8] or yield then
   local mine = cur[4] == token and version == tonumber(ARGV[1]) + 1
   for i = 2, 1 + nkeys do
     if mine then

@@ -16,7 +16,9 @@
 -- ARGV[5]         new engine meta (opaque bytes)
 -- ARGV[6]         token of this write
 -- ARGV[7]         written slots, JSON {slot: [dtype, length, nchunks, token, nbytes]}
--- ARGV[8]         token of the advisory lock to release on success ('' : none)
+-- ARGV[8]         token of the advisory lock to release on success ('' : none; '?' : an
+--                 optimistic step that did not take the lock: a conflict while anyone
+--                 holds it, so steps that skipped the lock yield to steps that queue)
 -- ARGV[9]         K: the values of the first K chunk keys follow as ARGV[10..9+K] and
 --                 are SET here (a small state: one EVALSHA instead of MULTI, SETs, EVAL,
 --                 EXEC); 0 when they were SET before the script
@@ -53,7 +55,8 @@ if not cur[1] then
 end
 local version = tonumber(cur[1])
 local layout = cjson.decode(cur[2])
-if version ~= tonumber(ARGV[1]) then
+local yield = ARGV[8] == '?' and redis.call('EXISTS', string.sub(KEYS[1], 1, -5) .. 'lock') == 1
+if version ~= tonumber(ARGV[1]) or yield then
   for i = 2, 1 + nchunks do
     local name = string.match(KEYS[i], ':slot:(.+):[^:]+:%d+$')
     if layout[name] and layout[name][4] == token then
