@@ -126,6 +126,8 @@ def runs(state: OptimState, stepped: np.ndarray) -> list[tuple[int, int]]:
     share group, step count and scalar state: each run is one vectorised update."""
     if stepped.size == 0:
         return []
+    if stepped.size == 1:  # one tensor (the common small session): no arrays to compare
+        return [(int(stepped[0]), int(stepped[0]))]
     brk = np.diff(stepped) != 1
     for key in (state.layout.groups, state.steps, *state.scalars.values()):
         vals = key[stepped]
