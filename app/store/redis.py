@@ -361,17 +361,16 @@ class RedisStore(RedisCoordination):
             held: dict[str, np.ndarray] = {}
             if ent is not None:
                 # Cached arrays are never mutated while cached. A step (`take`) removes
-                # them before it mutates them; a reader copies them now, before yielding,
-                # so no step can change them under its copy (all of them when the session
-                # keeps a step log: replaying it needs every slot).
+                # them before it mutates them; a reader copies the ones it wants now, before
+                # yielding, so no step can change them under its copy. (A reader behind a
+                # step log therefore replays onto the snapshot, not onto a partial copy:
+                # the script only offers the cache as a base to a caller holding every slot.)
                 if take:
                     self._cache.pop(sid)
                     held = dict(ent.arrays)
                 else:
                     held = {
-                        n: fresh(a)
-                        for n, a in ent.arrays.items()
-                        if not names or n in names or ent.logged
+                        n: fresh(a) for n, a in ent.arrays.items() if names is None or n in names
                     }
             args: list[Any] = [-1, ""] if ent is None else [ent.version, ent.inc]
             args += [INLINE_BYTES, *(lock or ("", 0))]
