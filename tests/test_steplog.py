@@ -277,3 +277,15 @@ def test_a_warm_step_is_one_round_trip_and_a_stale_cache_is_never_trusted(
     )
     assert r.status_code == 200, r.text
     assert r.json()["version"] == 4 and r.json()["staleness"] == 0
+
+
+def test_reading_meta_never_replays(make_client: Callable[..., TestClient]) -> None:
+    """GET of a session (meta only) from a process that is behind reads no slot and
+    replays nothing, however long the pending log (sync rounds poll like this)."""
+    a = make_client(log_steps=8)
+    sid = create(a, params0(), optimizer="adam")
+    for t in range(5):
+        post_step(a, sid, grads(t), "json")
+    cold = make_client(log_steps=8)
+    assert cold.get(f"/v1/sessions/{sid}").json()["version"] == 5
+    assert store_of(cold).stats["log_replays"] == 0 and store_of(cold).stats["slot_reads"] == 0

@@ -403,7 +403,7 @@ class RedisStore(RedisCoordination):
             self.stats["slot_reads"] += len(got)
             hit = ent is not None and ent.version == version and ent.inc == inc
             wanted = list(layout) if names is None else [n for n in names if n in layout]
-            if log and (want or not hit):
+            if log and wanted and (want or not hit):
                 # a step log on top of the snapshot (or of our copy): replay it
                 if want:
                     base, since = {n: fresh(got[n]) for n in want}, version - len(log)

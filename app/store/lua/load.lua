@@ -76,7 +76,7 @@ if same and cached == version then
       want[#want + 1] = name
     end
   end
-elseif nlog > 0 then
+elseif nlog > 0 and #want > 0 then
   -- The state is the snapshot plus the logged steps: the caller replays the log onto its
   -- own copy when it holds every slot at a version the log covers, else onto the
   -- snapshot, which it then needs whole.
