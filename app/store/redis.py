@@ -22,7 +22,6 @@ import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -56,7 +55,8 @@ from app.store.base import (
     StoredSession,
 )
 from app.store.redis_coord import RedisCoordination
-from app.store.slotcache import Entry, SlotCache, decode, encode, fresh, pack
+from app.store.redis_log import PENDING_TTL_S, RedisStepLog
+from app.store.slotcache import Entry, SlotCache, decode, fresh, pack
 
 T = TypeVar("T")
 # ClusterError: redis-py gave up following redirects (TTL exhausted) mid-migration;
@@ -73,7 +73,6 @@ TRANSIENT = (
 )
 TRANSIENT_S = 5.0
 MAX_CHUNK_BYTES = 512 * 2**20 - 2**20  # Redis refuses string values of 512 MB and more
-PENDING_TTL_S = 600  # chunks SET ahead of their script; it settles them, or they expire
 INLINE_BYTES = 64 * 2**10  # slots smaller than this come back inside the load script
 _SCRIPTS = ("load", "delete", "idem_get", *RedisCoordination.SCRIPTS)  # EVALSHA
 _WRITES = ("create", "commit", "append")  # EVAL inside MULTI (commit, append: or EVALSHA)
@@ -107,29 +106,6 @@ def _own(a: np.ndarray) -> np.ndarray:
         return fresh(a)
 
 
-@dataclass
-class _Staged:
-    """A gradient whose log chunks `stage_log` already SET (pending)."""
-
-    token: str
-    keys: list[str]
-    grad: np.ndarray
-
-
-def _grad_chunks(sid: str, token: str, grad: np.ndarray, chunk_bytes: int) -> dict[str, memoryview]:
-    _, _, raw = encode(grad)
-    return {
-        keys.log_key(sid, token, c): raw[i : i + chunk_bytes]
-        for c, i in enumerate(range(0, max(len(raw), 1), chunk_bytes))
-    }
-
-
-def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
-    """The same bytes (two views of one request body), not merely equal ones."""
-    ia, ib = a.__array_interface__, b.__array_interface__
-    return bool(ia["data"] == ib["data"] and a.nbytes == b.nbytes and a.dtype == b.dtype)
-
-
 def _nbytes(slots: Mapping[str, np.ndarray]) -> int:
     return sum(a.nbytes for a in slots.values())
 
@@ -140,7 +116,7 @@ def _safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-class RedisStore(RedisCoordination):
+class RedisStore(RedisCoordination, RedisStepLog):
     kind = "redis"
 
     def __init__(
@@ -436,37 +412,6 @@ class RedisStore(RedisCoordination):
             return StoredSession(version, h[b"meta"], out)
         raise StoreUnavailable(f"session {sid} changed under every read; retry", retry_after=1)
 
-    def _note_log(self, sid: str, version: int, inc: str, length: int) -> None:
-        """Remember the step log's length at this version: `commit` appends to the log
-        only when it knows the length it appends to (else it writes a snapshot)."""
-        if len(self._log_len) > 100_000:
-            self._log_len.clear()
-        self._log_len[sid] = (version, inc, length)
-
-    async def _replay_log(
-        self, sid: str, base: dict[str, np.ndarray], entries: list[list[Any]]
-    ) -> bool:
-        """Fetch these log entries (one pipeline) and replay them onto `base` in place;
-        False when one is gone (a snapshot replaced the log meanwhile: read again)."""
-        if not entries:
-            return True
-        if self.replayer is None:
-            raise RuntimeError("this session keeps a step log: the store needs a replayer")
-        calls: list[tuple[str, Sequence[Any]]] = []
-        for token, n, *_ in entries:
-            calls.append(("get", [keys.logrec_key(sid, token)]))
-            calls += [("get", [keys.log_key(sid, token, c)]) for c in range(n)]
-        raw = await self._pipelined(calls)
-        if any(r is None for r in raw):
-            return False
-        steps, pos = [], 0
-        for _, n, dtype, length, _ in entries:
-            steps.append((raw[pos], decode(raw[pos + 1 : pos + 1 + n], dtype, length)))
-            pos += 1 + n
-        self.stats["log_replays"] += len(steps)
-        await self.replayer(base, steps)
-        return True
-
     async def _pipelined(self, calls: Iterable[tuple[str, Sequence[Any]]]) -> list[Any]:
         """Independent commands in one round trip (spread over the nodes of a cluster)."""
         batch = list(calls)
@@ -486,40 +431,6 @@ class RedisStore(RedisCoordination):
             for name, (_, _, n, token, _) in slots
             for c in range(n)
         )
-
-    def wants_log(self, sid: str, version: int, state_bytes: int) -> bool:
-        """True when a commit on `version` will append: the state is big enough and the
-        log's length at that version is known (from our load or commit) and not full."""
-        known = self._log_len.get(sid)
-        return (
-            known is not None
-            and known[0] == version
-            and known[2] + 1 < self.log_steps
-            and state_bytes >= self.log_min_bytes
-        )
-
-    async def stage_log(self, sid: str, grad: np.ndarray) -> _Staged:
-        """SET the gradient's chunks (EX pending) now; `append.lua` settles them."""
-        token = keys.new_token()
-        chunks = _grad_chunks(sid, token, grad, self.chunk_bytes)
-
-        async def call() -> None:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for key, value in chunks.items():
-                    pipe.set(key, value, ex=PENDING_TTL_S)
-                await pipe.execute()
-
-        await self._transient(call)
-        return _Staged(token, list(chunks), grad)
-
-    async def discard_log(self, sid: str, staged: Any) -> None:
-        if isinstance(staged, _Staged):
-            keys_ = staged.keys
-
-            async def call() -> None:
-                await self.client.unlink(*keys_)  # one hash tag: one slot, one command
-
-            await self._transient(call)
 
     async def commit(
         self,
@@ -559,45 +470,6 @@ class RedisStore(RedisCoordination):
             owned = {**ent.arrays, **owned}
         self._cache.put(sid, Entry(version, inc, owned, meta=meta))
         self._note_log(sid, version, inc, 0)
-        return version
-
-    async def _append(
-        self,
-        sid: str,
-        expected_version: int,
-        known: tuple[int, str, int],
-        meta: bytes,
-        slots: Mapping[str, np.ndarray],
-        log: StepLog,
-        idempotency: IdempotencyRecord | None,
-        ttl_s: int | None,
-        unlock: str | None,
-    ) -> int:
-        staged = log.staged if isinstance(log.staged, _Staged) else None
-        if staged is not None and _same_memory(staged.grad, log.grad):
-            token, grad_keys = staged.token, staged.keys  # already SET by stage_log
-            self.stats["log_staged"] += 1
-            chunks = {keys.logrec_key(sid, token): memoryview(log.record)}
-        else:
-            token, grad_keys = keys.new_token(), []
-            chunks = {keys.logrec_key(sid, token): memoryview(log.record)}
-            chunks |= _grad_chunks(sid, token, log.grad, self.chunk_bytes)
-        _, dtype, raw = encode(log.grad)
-        nchunks = max(1, -(-len(raw) // self.chunk_bytes))
-        klist, record = [keys.meta_key(sid), *chunks, *grad_keys], b""
-        if idempotency is not None:
-            klist.append(keys.idem_key(sid, idempotency.key))
-            record = keys.encode_idempotency(idempotency.fingerprint, idempotency.response)
-        entry = json.dumps([token, nchunks, dtype, log.grad.size, len(raw)])
-        args = [expected_version, ttl_s or 0, record, self.idempotency_ttl_s, meta, token]
-        args += [entry, known[1], unlock or ""]
-        reply = await self._write("append", chunks, klist, args, inline=True, staged=len(grad_keys))
-        version, inc = self._committed(sid, reply, expected_version)
-        # the step's arrays are the new state: cached as they are (the store's now)
-        owned = {n: encode(a)[0] for n, a in slots.items()}
-        self._cache.put(sid, Entry(version, inc, owned, True, meta))
-        self._note_log(sid, version, inc, known[2] + 1)
-        self.stats["log_appends"] += 1
         return version
 
     def _committed(self, sid: str, reply: list[Any], expected_version: int) -> tuple[int, str]:
