@@ -109,12 +109,21 @@ class LocalCluster:
         add it as `master`'s replica — what an operator does after a failover."""
         (node.dir / "nodes.conf").unlink(missing_ok=True)
         node.start()
-        subprocess.run(
-            ["redis-cli", "--cluster", "add-node", f"127.0.0.1:{node.port}",
-             f"127.0.0.1:{master.port}", "--cluster-slave", "--cluster-master-id",
-             self.node_id(master)],
-            check=True, capture_output=True, timeout=60,
-        )  # fmt: skip
+        # Right after a failover some nodes may not have the new config yet, and add-node
+        # checks the whole cluster first: retry until every node agrees (seen under load).
+        deadline = time.monotonic() + 60
+        while True:
+            done = subprocess.run(
+                ["redis-cli", "--cluster", "add-node", f"127.0.0.1:{node.port}",
+                 f"127.0.0.1:{master.port}", "--cluster-slave", "--cluster-master-id",
+                 self.node_id(master)],
+                capture_output=True, timeout=60, text=True,
+            )  # fmt: skip
+            if done.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"add-node failed: {done.stdout[-500:]} {done.stderr[-500:]}")
+            time.sleep(0.5)
 
     def slots_of(self, node: RedisProc) -> set[int]:
         me = self.node_id(node)
