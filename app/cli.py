@@ -36,10 +36,9 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    log = logging.getLogger("optd")
-    from app.main import describe_store
+    from app.main import announce, describe_store
 
-    log.info(describe_store(settings))
+    announce(describe_store(settings))
     from app.core.auth import KeyRing, auth_enabled
 
     try:

@@ -33,6 +33,17 @@ def describe_store(settings: Settings) -> str:
     return f"store: {kind} at {redact(settings.redis_url)}"
 
 
+_announced: set[str] = set()
+
+
+def announce(line: str) -> None:
+    """Log a start-up line once per process (`optd serve` says it before uvicorn starts,
+    the lifespan again in the same process: once is enough; worker processes say it too)."""
+    if line not in _announced:
+        _announced.add(line)
+        log.info(line)
+
+
 def redact(url: str) -> str:
     if "@" in url:
         scheme, _, rest = url.partition("://")
@@ -66,7 +77,7 @@ def create_app(settings: Settings | None = None, store: SessionStore | None = No
             log_steps=settings.log_steps,
             log_min_bytes=settings.log_min_bytes,
         )
-        log.info(describe_store(settings) if own else f"store: {s.kind} (provided)")
+        announce(describe_store(settings) if own else f"store: {s.kind} (provided)")
         log.info(
             f"auth: on ({len(keyring)} API keys, {len(keyring.tenants)} tenants with quotas)"
             if auth_on
