@@ -262,10 +262,14 @@ class Engine:
         nbytes = sum(a.nbytes for a in stored.slots.values())
         log = self.store.wants_log(sid, stored.version, nbytes)
         t0 = time.perf_counter()
-        staging = self._stage(sid, meta, cfg.dtype, req.grads) if log else None
+        view = contiguous_grads(meta.layout, req.grads, cfg.dtype)
+        # the log keeps a flat gradient as it is: start writing it now, while the step computes
+        staging = None
+        if log and view is not None:
+            staging = asyncio.ensure_future(self.store.stage_log(sid, view))
         try:
             info, entry = await self.compute(
-                meta.layout.total, steplog.step_grads, cfg, meta, state, req.grads, scale, log
+                meta.layout.total, steplog.step_grads, cfg, meta, state, req.grads, scale, log, view
             )
         except BaseException:
             if staging is not None:  # a refused step: its staged gradient goes now
@@ -309,16 +313,6 @@ class Engine:
             self.metrics.staleness.observe(staleness)
         outcome.params = {s.name: state.view(PARAM, s.name) for s in meta.layout.specs}
         return outcome
-
-    def _stage(
-        self, sid: str, meta: SessionMeta, dtype: Any, grads: dict[str, np.ndarray]
-    ) -> asyncio.Future[Any] | None:
-        """When the request's gradient is already one flat array (the log keeps it as it
-        is), start writing it to the store now, while the step computes."""
-        view = contiguous_grads(meta.layout, grads, dtype)
-        if view is None:
-            return None
-        return asyncio.ensure_future(self.store.stage_log(sid, view))
 
     async def _discard(self, sid: str, staging: asyncio.Future[Any]) -> None:
         with contextlib.suppress(Exception):

@@ -20,7 +20,6 @@ import orjson
 
 from app.optim import ResolvedConfig, StepInfo, apply_step, assemble_grads, grad_norm
 from app.optim.state import OptimState
-from app.optim.step import contiguous_grads
 from app.session import SessionMeta
 from app.store.base import StepLog
 
@@ -56,10 +55,11 @@ def step_grads(
     grads: Mapping[str, np.ndarray],
     scale: float,
     log: bool,
+    view: np.ndarray | None,
 ) -> tuple[StepInfo, StepLog | None]:
-    """A step from named gradients (the HTTP request's). When they lie in the body as one
-    flat array in layout order, that view is what the log keeps: no second copy."""
-    view = contiguous_grads(meta.layout, grads, cfg.dtype)
+    """A step from named gradients (the HTTP request's). `view`: the gradients as one flat
+    array when they lie in the body that way (`contiguous_grads`); then the log keeps that
+    view, no second copy."""
     if view is None:
         flat, stepped = assemble_grads(meta.layout, grads, cfg.dtype)
     else:

@@ -23,9 +23,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from app import steplog
 from app.codec import safetensors
-from app.optim import PARAM, assemble_grads
+from app.optim import PARAM, assemble_grads, run_step
 from app.optim.state import TensorSpec
 from app.problems import (
     Conflict,
@@ -139,18 +138,16 @@ async def close_round(engine: Engine, sid: str, base: int) -> None:
         grad = acc.astype(cfg.dtype)
         stepped = np.flatnonzero(touched)
         state = meta.state(stored.slots)
-        # Rounds always snapshot: the workers of a round read the result while the next
-        # round may already be closing, and a reader behind a step log replays it from the
-        # snapshot (8 workers at 1e6: 2x the CPU a round with the log, measured).
-        info, entry = await engine.compute(
-            layout.total, steplog.step, cfg, meta, state, grad, stepped, 1.0, False
-        )
+        # Rounds always snapshot (no step log): the workers of a round read the result
+        # while the next round may already be closing, and a reader behind a step log
+        # replays it from the snapshot (8 workers at 1e6: 2x the CPU a round, measured).
+        info = await engine.compute(layout.total, run_step, cfg, state, grad, stepped, meta.step)
         meta.step = info.step
         meta.last_lr, meta.last_grad_norm = info.lr, info.grad_norm
         meta.updated_at = time.time()
         try:
             await engine.store.commit(
-                sid, base, meta.to_bytes(), state.slots, None, meta.options.ttl_s, entry
+                sid, base, meta.to_bytes(), state.slots, None, meta.options.ttl_s
             )
         except Conflict:
             return  # another process closed it

@@ -318,13 +318,14 @@ class RedisStore(RedisCoordination, RedisStepLog):
         cached: bool = False,
     ) -> StoredSession:
         mkey = keys.meta_key(sid)
-        ent = self._cache.get(sid)
-        if cached and take and ent is not None and ent.meta is not None:
-            # the state this process committed last: the commit's compare-and-set finds out
-            # if anyone moved on since (then the engine loads for real)
-            self._cache.pop(sid)
-            own = {n: _own(a) for n, a in ent.arrays.items()}
-            return StoredSession(ent.version, ent.meta, own, cached=True)
+        if cached and take:
+            ent = self._cache.get(sid)
+            if ent is not None and ent.meta is not None:
+                # the state this process committed last: the commit's compare-and-set finds
+                # out if anyone moved on since (then the engine loads for real)
+                self._cache.pop(sid)
+                own = {n: _own(a) for n, a in ent.arrays.items()}
+                return StoredSession(ent.version, ent.meta, own, cached=True)
         names = None if slots is None else [keys.check_slot(s) for s in slots]
         # A commit between our two reads unlinks chunks, and while a cluster migrates the
         # session's slot a chunk may already sit on the other node: read again, with a
