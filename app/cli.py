@@ -55,17 +55,10 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     if settings.redis_url is not None:
-        from app.store import open_store
-
-        async def check() -> None:
-            store = open_store(settings.redis_url, cluster=settings.redis_cluster)
-            try:
-                await store.ping()
-            finally:
-                await store.close()
+        from app.engine import Engine
 
         try:
-            asyncio.run(check())
+            asyncio.run(Engine.check_store(settings))
         except Exception as exc:  # noqa: BLE001 - any failure here means "cannot start"
             detail = getattr(exc, "detail", str(exc))
             print(f"optd: cannot start: {detail}", file=sys.stderr)

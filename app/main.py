@@ -15,10 +15,8 @@ from app.api.routes import health, optimizers, sessions, state, step
 from app.core.auth import KeyRing, auth_enabled
 from app.core.config import Settings
 from app.core.malloc import keep_freed_memory
-from app.engine import Engine
+from app.engine import Engine, SessionStore
 from app.metrics import Metrics
-from app.store import open_store
-from app.store.base import SessionStore
 
 log = logging.getLogger("optd")
 
@@ -66,31 +64,20 @@ def create_app(settings: Settings | None = None, store: SessionStore | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        own = store is None
-        s = store or open_store(
-            settings.redis_url,
-            cluster=settings.redis_cluster,
-            chunk_bytes=settings.chunk_mb * 2**20,
-            cache_bytes=settings.cache_mb * 2**20,
-            idempotency_ttl_s=settings.idempotency_ttl_s,
-            wait_replicas=settings.redis_wait_replicas,
-            log_steps=settings.log_steps,
-            log_min_bytes=settings.log_min_bytes,
-        )
-        announce(describe_store(settings) if own else f"store: {s.kind} (provided)")
+        announce(describe_store(settings) if store is None else f"store: {store.kind} (provided)")
         log.info(
             f"auth: on ({len(keyring)} API keys, {len(keyring.tenants)} tenants with quotas)"
             if auth_on
             else "auth: off (loopback bind, no keys configured): anyone on this host has access"
         )
-        await s.ping()  # refuse to start against an unreachable Redis
-        metrics.info.set(1 if s.kind != "memory" else 0)
-        app.state.engine = Engine(s, settings, metrics)
+        # refuses to start against an unreachable Redis
+        engine = await Engine.open(settings, metrics, store)
+        metrics.info.set(1 if engine.store.kind != "memory" else 0)
+        app.state.engine = engine
         try:
             yield
         finally:
-            if own:
-                await s.close()
+            await engine.close()
 
     app = FastAPI(
         title="optd",

@@ -194,7 +194,7 @@ def test_a_retried_write_is_recognised_not_applied_twice(
     """redis-py re-sends a write whose reply was lost; replay one by hand, twice over
     (small writes are one EVALSHA, big ones MULTI + SETs + EVAL: both kinds)."""
     if not inline:
-        monkeypatch.setattr("app.store.redis.INLINE_BYTES", 0)
+        monkeypatch.setattr("app.store.redis_conn.INLINE_BYTES", 0)
     a, b = rstores
     token = K.new_token()
     _, layout, chunks = pack("s", {"p": vec(1)}, token, a.chunk_bytes)

@@ -5,15 +5,14 @@ pool, three thread hand-offs per request for what are attribute lookups."""
 
 from __future__ import annotations
 
-import math
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from app.core.auth import ANONYMOUS, Caller, KeyRing, current_caller
+from app.core.auth import ANONYMOUS, Caller, KeyRing
 from app.core.config import Settings
 from app.engine import Engine
-from app.problems import InvalidBody, RateLimited
+from app.problems import InvalidBody
 
 
 async def get_engine(request: Request) -> Engine:
@@ -43,22 +42,13 @@ def if_match_version(if_match: str | None) -> int | None:
 async def authorize(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> Caller:
-    """Who is calling (a tenant's key, an admin key, or anyone when auth is off), and the
-    tenant's request rate. The caller is also put in a context variable: the engine checks
-    every session it loads against it, so no route can serve another tenant's session."""
+    """Who is calling (a tenant's key, an admin key, or anyone when auth is off), after
+    taking one request from the tenant's rate. Routes pass the caller to every engine
+    call: the engine checks each session it loads against it."""
     ring: KeyRing | None = request.app.state.keyring
     caller = ANONYMOUS if ring is None else ring.authenticate(authorization)
-    limits = caller.limits
-    if caller.tenant is not None and limits.rate is not None:
-        engine: Engine = request.app.state.engine
-        burst = limits.burst or 2 * limits.rate
-        wait = await engine.store.rate_take(caller.tenant, limits.rate, burst)
-        if wait > 0:
-            raise RateLimited(
-                f"tenant {caller.tenant!r} is over its rate of {limits.rate:g} requests/s",
-                retry_after=max(1, math.ceil(wait)),
-            )
-    current_caller.set(caller)
+    engine: Engine = request.app.state.engine
+    await engine.admit(caller)
     return caller
 
 

@@ -300,16 +300,3 @@ def encode_parts(
 def encode(tensors: Mapping[str, Array], metadata: Mapping[str, str] | None = None) -> bytes:
     """Serialise to one `bytes` object; see `encode_parts` for order and copying."""
     return b"".join(encode_parts(tensors, metadata))
-
-
-def check_finite(tensors: Mapping[str, Array]) -> None:
-    """Refuse NaN and infinities, naming the first tensor and element that has one."""
-    for name, value in tensors.items():
-        arr = np.asarray(value)
-        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
-            index = int(np.flatnonzero(~np.isfinite(arr))[0])
-            raise InvalidTensor(
-                f"tensor {name!r}: element {index} (flat, row-major) is "
-                f"{arr.reshape(-1)[index]}; values must be finite (no NaN or Inf)",
-                tensor=name,
-            )

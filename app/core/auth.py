@@ -22,7 +22,6 @@ import ipaddress
 import json
 import re
 import secrets
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,8 +58,6 @@ class Caller:
 
 
 ANONYMOUS = Caller(None, admin=True)
-#: the caller of the request being served (set by the auth dependency)
-current_caller: ContextVar[Caller] = ContextVar("optd_caller", default=ANONYMOUS)
 
 
 @dataclass(frozen=True)

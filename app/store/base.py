@@ -15,11 +15,13 @@ Ownership rules (they make a failed commit harmless):
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
+
+from app.problems import Conflict, IdempotencyMismatch
 
 
 @dataclass
@@ -28,6 +30,11 @@ class StoredSession:
     meta: bytes
     slots: dict[str, np.ndarray] = field(default_factory=dict)
     cached: bool = False  # served from this process's cache, unverified (`load(cached=)`)
+    # A store that keeps steps as a log returns the snapshot (every slot) and the steps
+    # logged on top of it, oldest first, as (record, grad): the caller replays them onto
+    # `slots` (with `take=False`, then hands the result back with `adopt`).
+    log: list[tuple[bytes, np.ndarray]] = field(default_factory=list)
+    incarnation: str | None = None  # store-defined: what `adopt` checks the result against
 
 
 @dataclass
@@ -46,15 +53,23 @@ class Locked(Exception):
 @dataclass
 class StepLog:
     """A step as its gradient (DESIGN §5 "gradient log"): a store may persist this instead
-    of the slots a commit rewrites, and replay it on load with its `replayer`."""
+    of the slots a commit rewrites, and hand it back in `StoredSession.log` to be replayed."""
 
     record: bytes  # engine-defined: everything replaying the step needs besides `grad`
     grad: np.ndarray  # flat, in the state's dtype; the store's after the commit
     staged: Any = None  # what `stage_log` returned for `grad`, if it was staged
 
 
-# (slots to advance in place, [(record, grad)] oldest first): the engine's replay of a log
-Replayer = Callable[[dict[str, np.ndarray], list[tuple[bytes, np.ndarray]]], Awaitable[None]]
+def refuse_in_flight(key: str, same_body: bool) -> NoReturn:
+    """What a claim answers when a request under the same Idempotency-Key still runs
+    (shared by every store, so they answer alike)."""
+    if not same_body:
+        raise IdempotencyMismatch(f"Idempotency-Key {key!r} is in use for another request body")
+    raise Conflict(
+        f"a request with Idempotency-Key {key!r} is still in flight; retry shortly",
+        in_flight=True,
+        retry_after=1,
+    )
 
 
 @dataclass
@@ -64,11 +79,10 @@ class SessionSummary:
     meta: bytes
 
 
-class SessionStore(Protocol):
-    """Implemented by `memory.MemoryStore` and `redis.RedisStore`; both pass the same tests."""
+class StateStore(Protocol):
+    """Persistence: sessions' versions, meta and slots, written by compare-and-set."""
 
     kind: str  # "memory" or "redis"
-    replayer: Replayer | None  # set by the engine; a store with a step log needs it
 
     def wants_log(self, sid: str, version: int, state_bytes: int) -> bool:
         """Whether a step on `version` of this session, with this much state, will be kept
@@ -147,9 +161,15 @@ class SessionStore(Protocol):
         """A page of sessions (stable order by id) whose labels include `labels`,
         and the cursor of the next page (None at the end)."""
 
-    async def get_idempotency(self, sid: str, key: str) -> IdempotencyRecord | None: ...
+    def adopt(self, sid: str, stored: StoredSession) -> None:
+        """The caller replayed `stored.log` onto `stored.slots` (a `take=False` load): a
+        store may keep the result as that version's state (no replay on the next read)."""
 
-    # --- coordination between API processes (DESIGN §3 idempotency, §4 many workers) ---
+
+class Coordination(Protocol):
+    """Between API processes: idempotency, the advisory lock, sync rounds, tenants."""
+
+    async def get_idempotency(self, sid: str, key: str) -> IdempotencyRecord | None: ...
 
     async def claim_idempotency(
         self, sid: str, key: str, fingerprint: str, ttl_s: float
@@ -197,3 +217,7 @@ class SessionStore(Protocol):
     async def rate_take(self, tenant: str, rate: float, burst: float) -> float:
         """Take one token from the tenant's bucket: 0.0 if granted, else seconds to wait.
         Shared by every API process (one bucket per tenant in the store)."""
+
+
+class SessionStore(StateStore, Coordination, Protocol):
+    """Implemented by `memory.MemoryStore` and `redis.RedisStore`; both pass the same tests."""

@@ -45,43 +45,16 @@ import re
 import secrets
 import zlib
 
-from app.problems import InvalidBody, NotFound
+from app.ids import SID_RE, check_new_sid, check_sid, is_sid
+
+__all__ = ["check_new_sid", "check_sid", "is_sid"]  # re-exported: the stores use them as keys.*
+from app.problems import InvalidBody
 
 PREFIX = "optd"
 INDEX_SHARDS = 16
 
-SID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 SLOT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
 _CURSOR_PREFIX = "v1:"
-
-
-def new_sid() -> str:
-    """A fresh session id: 22 URL-safe characters, 128 random bits."""
-    return secrets.token_urlsafe(16)
-
-
-def sid_for_key(idempotency_key: str) -> str:
-    """The id a create with this Idempotency-Key gets: a retry finds the same session."""
-    digest = hashlib.sha256(b"create:" + idempotency_key.encode("utf-8", "surrogatepass"))
-    return base64.urlsafe_b64encode(digest.digest()).decode()[:22]
-
-
-def check_sid(sid: str) -> str:
-    """Return `sid` if it is a well-formed session id, else `NotFound` (it cannot exist)."""
-    if not is_sid(sid):
-        raise NotFound("no such session")
-    return sid
-
-
-def is_sid(sid: str) -> bool:
-    return isinstance(sid, str) and SID_RE.fullmatch(sid) is not None
-
-
-def check_new_sid(sid: str) -> str:
-    """Ids of new sessions come from `new_sid`, never from a user: a bad one is a bug."""
-    if not is_sid(sid):
-        raise ValueError(f"invalid session id {sid!r}")
-    return sid
 
 
 def check_slot(slot: str) -> str:

@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.problems import Conflict, IdempotencyMismatch, NotFound
+from app.problems import Conflict, NotFound
 from app.store import keys
 from app.store.base import (
     IdempotencyRecord,
     Locked,
-    Replayer,
     SessionSummary,
     StepLog,
     StoredSession,
+    refuse_in_flight,
 )
 
 
@@ -54,7 +54,6 @@ def _own(slots: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 class MemoryStore:
     kind = "memory"
-    replayer: Replayer | None = None  # never needed: the state is kept, not a log
 
     def wants_log(self, sid: str, version: int, state_bytes: int) -> bool:
         return False
@@ -64,6 +63,9 @@ class MemoryStore:
 
     async def discard_log(self, sid: str, staged: object) -> None:
         return None
+
+    def adopt(self, sid: str, stored: StoredSession) -> None:
+        return None  # never handed out a log
 
     def __init__(
         self, *, idempotency_ttl_s: int = 86400, clock: Callable[[], float] = time.monotonic
@@ -223,15 +225,7 @@ class MemoryStore:
         now = self.clock()
         held = sess.inflight.get(key)
         if held is not None and held[1] > now:
-            if held[0] != fingerprint:
-                raise IdempotencyMismatch(
-                    f"Idempotency-Key {key!r} is in use for another request body"
-                )
-            raise Conflict(
-                f"a request with Idempotency-Key {key!r} is still in flight; retry shortly",
-                in_flight=True,
-                retry_after=1,
-            )
+            refuse_in_flight(key, held[0] == fingerprint)
         sess.inflight[key] = (fingerprint, now + ttl_s)
         return None
 

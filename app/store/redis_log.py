@@ -1,55 +1,21 @@
 """The gradient log on Redis (DESIGN §8 "Gradient log"): a step of a big session kept as
-its gradient on top of the last snapshot, and its replay on load. Mixed into RedisStore;
+its gradient on top of the last snapshot, and the entries a reader replays. Part of RedisStore;
 the layout of the keys is in `keys`, the scripts are `lua/append.lua` (and the log's side
 of `commit.lua`, `load.lua`, `delete.lua`)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import numpy as np
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
 
 from app.store import keys
-from app.store.base import IdempotencyRecord, Replayer, StepLog
-from app.store.slotcache import Entry, SlotCache, decode, encode
-
-T = TypeVar("T")
-PENDING_TTL_S = 600  # chunks SET ahead of their script; it settles them, or they expire
-
-
-class _Host(Protocol):
-    client: Redis | RedisCluster
-    chunk_bytes: int
-    idempotency_ttl_s: int
-    log_steps: int
-    log_min_bytes: int
-    replayer: Replayer | None
-    stats: dict[str, int]
-    _cache: SlotCache
-    _log_len: dict[str, tuple[int, str, int]]
-
-    async def _transient(self, call: Callable[[], Awaitable[T]]) -> T: ...
-
-    async def _pipelined(self, calls: Any) -> list[Any]: ...
-
-    async def _write(
-        self,
-        script: str,
-        chunks: Mapping[str, memoryview],
-        keys_: list[str],
-        args: list[Any],
-        inline: bool = False,
-        staged: int = 0,
-    ) -> Any: ...
-
-    def _committed(self, sid: str, reply: list[Any], expected_version: int) -> tuple[int, str]: ...
-
-    def _note_log(self, sid: str, version: int, inc: str, length: int) -> None: ...
+from app.store.base import IdempotencyRecord, StepLog
+from app.store.redis_conn import PENDING_TTL_S, RedisConn
+from app.store.slotcache import Entry, decode, encode
 
 
 @dataclass
@@ -75,41 +41,46 @@ def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(ia["data"] == ib["data"] and a.nbytes == b.nbytes and a.dtype == b.dtype)
 
 
-class RedisStepLog:
-    """Mixed into RedisStore: wants_log, stage_log, discard_log and the append/replay."""
+class RedisStepLog(RedisConn):
+    """The gradient log part of RedisStore: wants_log, stage_log, discard_log, appends, and
+    fetching the entries a reader must replay."""
 
-    def _note_log(self: _Host, sid: str, version: int, inc: str, length: int) -> None:
+    chunk_bytes: int
+    idempotency_ttl_s: int
+    log_steps: int
+    log_min_bytes: int
+    stats: dict[str, int]
+    _log_len: dict[str, tuple[int, str, int]]  # sid -> (version, incarnation, log length)
+
+    def _note_log(self, sid: str, version: int, inc: str, length: int) -> None:
         """Remember the step log's length at this version: `commit` appends to the log
         only when it knows the length it appends to (else it writes a snapshot)."""
         if len(self._log_len) > 100_000:
             self._log_len.clear()
         self._log_len[sid] = (version, inc, length)
 
-    async def _replay_log(
-        self: _Host, sid: str, base: dict[str, np.ndarray], entries: list[list[Any]]
-    ) -> bool:
-        """Fetch these log entries (one pipeline) and replay them onto `base` in place;
-        False when one is gone (a snapshot replaced the log meanwhile: read again)."""
+    async def _fetch_log(
+        self, sid: str, entries: list[list[Any]]
+    ) -> list[tuple[bytes, np.ndarray]] | None:
+        """These log entries' records and gradients, in one pipeline, for the engine to
+        replay; None when one is gone (a snapshot replaced the log meanwhile: read again)."""
         if not entries:
-            return True
-        if self.replayer is None:
-            raise RuntimeError("this session keeps a step log: the store needs a replayer")
+            return []
         calls: list[tuple[str, Sequence[Any]]] = []
         for token, n, *_ in entries:
             calls.append(("get", [keys.logrec_key(sid, token)]))
             calls += [("get", [keys.log_key(sid, token, c)]) for c in range(n)]
         raw = await self._pipelined(calls)
         if any(r is None for r in raw):
-            return False
+            return None
         steps, pos = [], 0
         for _, n, dtype, length, _ in entries:
             steps.append((raw[pos], decode(raw[pos + 1 : pos + 1 + n], dtype, length)))
             pos += 1 + n
         self.stats["log_replays"] += len(steps)
-        await self.replayer(base, steps)
-        return True
+        return steps
 
-    def wants_log(self: _Host, sid: str, version: int, state_bytes: int) -> bool:
+    def wants_log(self, sid: str, version: int, state_bytes: int) -> bool:
         """True when a commit on `version` will append: the state is big enough and the
         log's length at that version is known (from our load or commit) and not full."""
         known = self._log_len.get(sid)
@@ -120,7 +91,7 @@ class RedisStepLog:
             and state_bytes >= self.log_min_bytes
         )
 
-    async def stage_log(self: _Host, sid: str, grad: np.ndarray) -> _Staged:
+    async def stage_log(self, sid: str, grad: np.ndarray) -> _Staged:
         """SET the gradient's chunks (EX pending) now; `append.lua` settles them."""
         token = keys.new_token()
         chunks = _grad_chunks(sid, token, grad, self.chunk_bytes)
@@ -134,7 +105,7 @@ class RedisStepLog:
         await self._transient(call)
         return _Staged(token, list(chunks), grad)
 
-    async def discard_log(self: _Host, sid: str, staged: Any) -> None:
+    async def discard_log(self, sid: str, staged: Any) -> None:
         if isinstance(staged, _Staged):
             keys_ = staged.keys
 
@@ -144,7 +115,7 @@ class RedisStepLog:
             await self._transient(call)
 
     async def _append(
-        self: _Host,
+        self,
         sid: str,
         expected_version: int,
         known: tuple[int, str, int],

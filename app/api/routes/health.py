@@ -19,8 +19,8 @@ async def healthz() -> Response:
 
 @router.get("/readyz")
 async def readyz(engine: EngineDep) -> Response:
-    await engine.store.ping()  # StoreUnavailable -> 503 problem with Retry-After
-    return json_response({"status": "ready", "store": engine.store.kind})
+    kind = await engine.ready()  # StoreUnavailable -> 503 problem with Retry-After
+    return json_response({"status": "ready", "store": kind})
 
 
 @router.get("/metrics")

@@ -6,12 +6,11 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from app.api.transport import json_response
-from app.optim import list_optimizers
-from app.optim.schedules import SCHEDULE_NAMES
+from app.engine import Engine
 
 router = APIRouter(prefix="/v1", tags=["optimizers"])
 
 
 @router.get("/optimizers")
 async def optimizers() -> Response:
-    return json_response({"optimizers": list_optimizers(), "schedules": list(SCHEDULE_NAMES)})
+    return json_response(Engine.optimizers())

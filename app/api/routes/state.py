@@ -8,8 +8,7 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from app import checkpoint
-from app.api.deps import EngineDep, IfMatch, SettingsDep
+from app.api.deps import CallerDep, EngineDep, IfMatch, SettingsDep
 from app.api.transport import (
     decode_json_tensors,
     decode_safetensors,
@@ -22,8 +21,8 @@ from app.api.transport import (
     tensor_response,
 )
 from app.codec import safetensors
+from app.ids import check_sid
 from app.problems import InvalidBody
-from app.store.keys import check_sid
 
 router = APIRouter(prefix="/v1/sessions", tags=["params and state"])
 
@@ -43,13 +42,14 @@ async def get_params(
     sid: str,
     request: Request,
     engine: EngineDep,
+    caller: CallerDep,
     names: Annotated[str | None, Query(description="comma-separated subset")] = None,
     min_version: Annotated[int | None, Query(ge=0)] = None,
     wait: Annotated[float, Query(ge=0, description="seconds to wait for min_version")] = 0.0,
 ) -> Response:
     fmt = response_format(request)
     wanted = [n for n in names.split(",") if n] if names else None
-    version, params = await checkpoint.get_params(engine, sid, wanted, min_version, wait)
+    version, params = await engine.get_params(sid, caller, wanted, min_version, wait)
     return tensor_response(
         fmt, {"version": version}, params, headers={"ETag": etag(version)}, metrics=engine.metrics
     )
@@ -57,7 +57,12 @@ async def get_params(
 
 @router.put("/{sid}/params", openapi_extra=TENSORS_DOC)
 async def put_params(
-    sid: str, request: Request, engine: EngineDep, settings: SettingsDep, if_match: IfMatch
+    sid: str,
+    request: Request,
+    engine: EngineDep,
+    settings: SettingsDep,
+    caller: CallerDep,
+    if_match: IfMatch,
 ) -> Response:
     body = await read_body(request, settings)
     if request_format(request) == "json":
@@ -66,14 +71,14 @@ async def put_params(
         )
     else:
         params, _ = decode_safetensors(body, settings)
-    version = await checkpoint.put_params(engine, sid, params, if_match)
+    version = await engine.put_params(sid, caller, params, if_match)
     return json_response({"version": version}, headers={"ETag": etag(version)})
 
 
 @router.get("/{sid}/state")
-async def get_state(sid: str, request: Request, engine: EngineDep) -> Response:
+async def get_state(sid: str, request: Request, engine: EngineDep, caller: CallerDep) -> Response:
     fmt = response_format(request)
-    version, doc, tensors = await checkpoint.export_state(engine, sid)
+    version, doc, tensors = await engine.export_state(sid, caller)
     fields: dict[str, Any] = {"version": version}
     if fmt == "json":
         fields["meta"] = doc
@@ -86,7 +91,12 @@ async def get_state(sid: str, request: Request, engine: EngineDep) -> Response:
 
 @router.put("/{sid}/state", openapi_extra=TENSORS_DOC)
 async def put_state(
-    sid: str, request: Request, engine: EngineDep, settings: SettingsDep, if_match: IfMatch
+    sid: str,
+    request: Request,
+    engine: EngineDep,
+    settings: SettingsDep,
+    caller: CallerDep,
+    if_match: IfMatch,
 ) -> Response:
     check_sid(sid)
     body = await read_body(request, settings)
@@ -104,7 +114,7 @@ async def put_state(
             doc = orjson.loads(metadata["optd"])
         except orjson.JSONDecodeError:
             raise InvalidBody('checkpoint: __metadata__["optd"] is not JSON') from None
-    version, created = await checkpoint.import_state(engine, sid, doc, tensors, if_match)
+    version, created = await engine.import_state(sid, caller, doc, tensors, if_match)
     return json_response(
         {"version": version, "created": created},
         status=201 if created else 200,

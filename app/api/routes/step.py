@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.api.deps import EngineDep, IfMatch, SettingsDep, authorize, if_match_version
+from app.api.deps import CallerDep, EngineDep, IfMatch, SettingsDep, authorize, if_match_version
 from app.api.transport import (
     decode_json_tensors,
     decode_safetensors,
@@ -24,7 +24,7 @@ from app.api.transport import (
     tensor_response,
 )
 from app.core.config import Settings
-from app.engine import DEFAULT_WAIT_S, BarrierPending, Engine, StepRequest
+from app.engine import DEFAULT_WAIT_S, BarrierPending, Caller, Engine, StepRequest
 from app.problems import InvalidBody
 
 router = APIRouter(prefix="/v1/sessions", tags=["step"])
@@ -110,7 +110,12 @@ def parse_step(request: Request, body: bytes, settings: Any) -> StepRequest:
 
 
 async def _step(
-    request: Request, sid: str, engine: Engine, settings: Settings, if_match: int | None
+    request: Request,
+    sid: str,
+    engine: Engine,
+    settings: Settings,
+    caller: Caller,
+    if_match: int | None,
 ) -> Response:
     t0 = time.perf_counter()
     ret, wait = "all", DEFAULT_WAIT_S
@@ -128,7 +133,7 @@ async def _step(
     key, fingerprint = idem if idem is not None else (None, "")
     engine.metrics.phase("decode", time.perf_counter() - t0)
     out = await engine.step(
-        sid, req, if_match=if_match, idempotency_key=key, fingerprint=fingerprint, wait=wait
+        sid, caller, req, if_match=if_match, idempotency_key=key, fingerprint=fingerprint, wait=wait
     )
     if isinstance(out, BarrierPending):
         status = {"version": out.version, "have": out.have, "need": out.need}
@@ -157,13 +162,14 @@ async def step(
     request: Request,
     engine: EngineDep,
     settings: SettingsDep,
+    caller: CallerDep,
     if_match: IfMatch,
 ) -> Response:
     # The documented operation (no docstring: it would become the OpenAPI description).
     # Requests are served by `fast_route` below, placed ahead of it (app.main), which does
     # what FastAPI does here: `authorize` (the router's dependency), then If-Match; this
     # one answers only when that route is not installed.
-    return await _step(request, sid, engine, settings, if_match)
+    return await _step(request, sid, engine, settings, caller, if_match)
 
 
 async def _step_fast(request: Request) -> Response:
@@ -172,10 +178,10 @@ async def _step_fast(request: Request) -> Response:
     # time outside the engine (~130 of ~240 us at 1e3 parameters; bench/profile_step.py).
     # The same checks, in the same order, are plain calls here.
     state = request.app.state
-    await authorize(request, request.headers.get("authorization"))
+    caller = await authorize(request, request.headers.get("authorization"))
     if_match = if_match_version(request.headers.get("if-match"))
     sid: str = request.path_params["sid"]
-    return await _step(request, sid, state.engine, state.settings, if_match)
+    return await _step(request, sid, state.engine, state.settings, caller, if_match)
 
 
 fast_route = Route(

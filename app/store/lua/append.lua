@@ -24,35 +24,17 @@
 --                 was computed)
 -- Returns {1, new_version, incarnation} | {0, current_version} (conflict) | {-1} (no session).
 -- A retry of an append that succeeded (its reply lost) is recognised by its token.
+-- (the shared core, CAS, is lua/_cas.lua, prepended by the store)
 local ttl = tonumber(ARGV[2])
 local token = ARGV[6]
-local nkeys = #KEYS - 1
-if ARGV[3] ~= '' then
-  nkeys = nkeys - 1
-end
-for i = 2, 1 + tonumber(ARGV[10]) do
-  redis.call('SET', KEYS[i], ARGV[9 + i])
-end
-local cur = redis.call('HMGET', KEYS[1], 'version', 'slots', 'inc', 'tok', 'log')
-local pttl = redis.call('PTTL', KEYS[1])
-local function settle(key)
-  if ttl > 0 then
-    redis.call('EXPIRE', key, ttl)
-  elseif pttl > 0 then
-    redis.call('PEXPIRE', key, pttl)
-  else
-    redis.call('PERSIST', key)
-  end
-end
+local nkeys = CAS.written()
+local cur, settle = CAS.begin(10)
 if not cur[1] then
-  for i = 2, 1 + nkeys do
-    redis.call('UNLINK', KEYS[i])
-  end
+  CAS.unlink_written()
   return {-1}
 end
 local version = tonumber(cur[1])
-local yield = ARGV[9] == '?' and redis.call('EXISTS', string.sub(KEYS[1], 1, -5) .. 'lock') == 1
-if version ~= tonumber(ARGV[1]) or cur[3] ~= ARGV[8] or yield then
+if version ~= tonumber(ARGV[1]) or cur[3] ~= ARGV[8] or CAS.yields(ARGV[9]) then
   local mine = cur[4] == token and version == tonumber(ARGV[1]) + 1
   for i = 2, 1 + nkeys do
     if mine then
@@ -71,7 +53,7 @@ log[#log + 1] = cjson.decode(ARGV[7])
 for i = 2, 1 + nkeys do
   settle(KEYS[i])
 end
-local prefix = string.sub(KEYS[1], 1, -5)
+local prefix = CAS.prefix
 if ttl > 0 then
   for name, e in pairs(cjson.decode(cur[2])) do
     for c = 0, e[3] - 1 do
@@ -89,10 +71,4 @@ if ttl > 0 then
 end
 redis.call('HSET', KEYS[1], 'version', version + 1, 'tok', token, 'meta', ARGV[5],
   'log', cjson.encode(log))
-if ARGV[3] ~= '' then
-  redis.call('SET', KEYS[#KEYS], ARGV[3], 'EX', tonumber(ARGV[4]))
-end
-if ARGV[9] ~= '' and redis.call('GET', prefix .. 'lock') == ARGV[9] then
-  redis.call('DEL', prefix .. 'lock')
-end
-return {1, version + 1, cur[3]}
+return CAS.finish(version + 1, ARGV[9], cur[3])

@@ -27,36 +27,18 @@
 -- A commit is a snapshot: it unlinks the session's step log (see append.lua).
 -- A retry of a commit that succeeded (its reply lost) is recognised by its token and
 -- answers {1, ...} again without applying anything twice.
+-- (the shared core, CAS, is lua/_cas.lua, prepended by the store)
 local ttl = tonumber(ARGV[2])
 local token = ARGV[6]
-local nchunks = #KEYS - 1
-if ARGV[3] ~= '' then
-  nchunks = nchunks - 1
-end
-for i = 2, 1 + tonumber(ARGV[9]) do
-  redis.call('SET', KEYS[i], ARGV[8 + i])
-end
-local cur = redis.call('HMGET', KEYS[1], 'version', 'slots', 'inc', 'tok', 'log')
-local pttl = redis.call('PTTL', KEYS[1])
-local function settle(key)
-  if ttl > 0 then
-    redis.call('EXPIRE', key, ttl)
-  elseif pttl > 0 then
-    redis.call('PEXPIRE', key, pttl)
-  else
-    redis.call('PERSIST', key)
-  end
-end
+local nchunks = CAS.written()
+local cur, settle = CAS.begin(9)
 if not cur[1] then
-  for i = 2, 1 + nchunks do
-    redis.call('UNLINK', KEYS[i])
-  end
+  CAS.unlink_written()
   return {-1}
 end
 local version = tonumber(cur[1])
 local layout = cjson.decode(cur[2])
-local yield = ARGV[8] == '?' and redis.call('EXISTS', string.sub(KEYS[1], 1, -5) .. 'lock') == 1
-if version ~= tonumber(ARGV[1]) or yield then
+if version ~= tonumber(ARGV[1]) or CAS.yields(ARGV[8]) then
   for i = 2, 1 + nchunks do
     local name = string.match(KEYS[i], ':slot:(.+):[^:]+:%d+$')
     if layout[name] and layout[name][4] == token then
@@ -70,15 +52,13 @@ if version ~= tonumber(ARGV[1]) or yield then
   end
   return {0, version}
 end
-local prefix = string.sub(KEYS[1], 1, -5)
+local prefix = CAS.prefix
 local written = cjson.decode(ARGV[7])
 local log = cur[5] and cjson.decode(cur[5]) or {}
 if #log > 0 then
   for name, _ in pairs(layout) do
     if not written[name] then
-      for i = 2, 1 + nchunks do
-        redis.call('UNLINK', KEYS[i])
-      end
+      CAS.unlink_written()
       return {-2}
     end
   end
@@ -114,10 +94,4 @@ if ttl > 0 then
 end
 redis.call('HSET', KEYS[1], 'version', version + 1, 'tok', token, 'meta', ARGV[5],
   'slots', cjson.encode(layout))
-if ARGV[3] ~= '' then
-  redis.call('SET', KEYS[#KEYS], ARGV[3], 'EX', tonumber(ARGV[4]))
-end
-if ARGV[8] ~= '' and redis.call('GET', prefix .. 'lock') == ARGV[8] then
-  redis.call('DEL', prefix .. 'lock')
-end
-return {1, version + 1, cur[3]}
+return CAS.finish(version + 1, ARGV[8], cur[3])

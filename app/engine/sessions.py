@@ -1,4 +1,4 @@
-"""Session operations other than the step: create, describe, patch, params, checkpoints."""
+"""Sessions as resources: create, describe, list, patch, delete; tenants' quotas."""
 
 from __future__ import annotations
 
@@ -9,21 +9,21 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from app.core.auth import TENANT_LABEL, Caller, current_caller
-from app.engine import Engine
+from app.core.auth import TENANT_LABEL, Caller
+from app.engine.meta import SessionMeta, SessionOptions
+from app.engine.txn import Commit, Loaded, Transactions
+from app.ids import new_sid, sid_for_key
 from app.optim import PARAM, Layout, OptimState, parse_config
 from app.optim.base import validation_problem
 from app.problems import (
     Conflict,
     IdempotencyMismatch,
+    InvalidBody,
     InvalidConfig,
     InvalidTensor,
     NotFound,
-    PreconditionFailed,
     RateLimited,
 )
-from app.session import SessionMeta, SessionOptions
-from app.store.keys import new_sid, sid_for_key
 
 CONFIG_KEYS = (
     "optimizer",
@@ -106,7 +106,7 @@ def check_max_params(caller: Caller, total: int) -> None:
         )
 
 
-async def reserve(engine: Engine, caller: Caller, total: int, nbytes: int) -> None:
+async def reserve(txn: Transactions, caller: Caller, total: int, nbytes: int) -> None:
     """Count a new session against the tenant's quotas (429 when over), atomically in the
     store so racing creates cannot pass the limit."""
     if caller.tenant is None:
@@ -116,7 +116,7 @@ async def reserve(engine: Engine, caller: Caller, total: int, nbytes: int) -> No
     if lim.max_sessions is None and lim.max_state_bytes is None:
         return
     # (a session that expires by TTL is not subtracted: see DESIGN §8, tenants)
-    if not await engine.store.quota_add(tenant, 1, nbytes, lim.max_sessions, lim.max_state_bytes):
+    if not await txn.store.quota_add(tenant, 1, nbytes, lim.max_sessions, lim.max_state_bytes):
         raise RateLimited(
             f"tenant {tenant!r} is at its quota (limits: {lim.max_sessions} sessions, "
             f"{lim.max_state_bytes} state bytes): delete sessions or ask for a larger quota",
@@ -124,21 +124,22 @@ async def reserve(engine: Engine, caller: Caller, total: int, nbytes: int) -> No
         )
 
 
-async def release(engine: Engine, tenant: str | None, nbytes: int) -> None:
+async def release(txn: Transactions, tenant: str | None, nbytes: int) -> None:
     if tenant is not None:
-        await engine.store.quota_add(tenant, -1, -nbytes, None, None)
+        await txn.store.quota_add(tenant, -1, -nbytes, None, None)
 
 
-async def delete(engine: Engine, sid: str) -> None:
-    _, meta = await engine.load(sid, [])  # 404 for another tenant's session
-    if not await engine.store.delete(sid):
+async def delete(txn: Transactions, sid: str, caller: Caller) -> None:
+    cur = await txn.read(sid, caller, [])  # 404 for another tenant's session
+    if not await txn.store.delete(sid):
         raise NotFound(f"session {sid!r} does not exist")
-    await release(engine, meta.tenant, state_bytes(meta))
-    engine.metrics.sessions_deleted.inc()
+    await release(txn, cur.meta.tenant, state_bytes(cur.meta))
+    txn.metrics.sessions_deleted.inc()
 
 
 async def create(
-    engine: Engine,
+    txn: Transactions,
+    caller: Caller,
     body: Mapping[str, Any],
     params: Mapping[str, np.ndarray],
     idempotency: tuple[str, str] | None = None,
@@ -151,9 +152,8 @@ async def create(
     cfg = config.resolve()
     if not params:
         raise InvalidTensor("params: a session needs at least one parameter")
-    if len(params) > engine.settings.max_tensors:
-        raise InvalidTensor(f"params: at most {engine.settings.max_tensors} tensors per session")
-    caller = current_caller.get()
+    if len(params) > txn.settings.max_tensors:
+        raise InvalidTensor(f"params: at most {txn.settings.max_tensors} tensors per session")
     total = sum(int(v.size) for v in params.values())
     check_max_params(caller, total)  # before the flat state is allocated
     check_values("params", params, cfg.dtype)
@@ -166,22 +166,20 @@ async def create(
     if idempotency is not None:
         sid, meta.create_fingerprint = sid_for_key(idempotency[0]), idempotency[1]
     nbytes = state_bytes(meta)
-    await reserve(engine, caller, layout.total, nbytes)
+    await reserve(txn, caller, layout.total, nbytes)
     try:
-        await engine.store.create(
-            sid, meta.to_bytes(), state.slots, store_labels(meta), options.ttl_s
-        )
+        await txn.store.create(sid, meta.to_bytes(), state.slots, store_labels(meta), options.ttl_s)
     except BaseException as exc:
-        await release(engine, caller.tenant, nbytes)
+        await release(txn, caller.tenant, nbytes)
         if idempotency is None or not isinstance(exc, Conflict):
             raise
-        stored, existing = await engine.load(sid, [])
-        if existing.create_fingerprint != idempotency[1]:
+        cur = await txn.read(sid, caller, [])
+        if cur.meta.create_fingerprint != idempotency[1]:
             raise IdempotencyMismatch(
                 f"Idempotency-Key {idempotency[0]!r} created a session from another body"
             ) from None
-        return sid, stored.version, existing, True
-    engine.metrics.sessions_created.inc()
+        return sid, cur.version, cur.meta, True
+    txn.metrics.sessions_created.inc()
     return sid, 0, meta, False
 
 
@@ -215,7 +213,7 @@ def describe(sid: str, version: int, meta: SessionMeta) -> dict[str, Any]:
 
 
 async def patch(
-    engine: Engine, sid: str, body: Mapping[str, Any], if_match: int | None
+    txn: Transactions, sid: str, caller: Caller, body: Mapping[str, Any], if_match: int | None
 ) -> tuple[int, SessionMeta]:
     bad = set(body) - set(PATCHABLE)
     if bad:
@@ -224,13 +222,9 @@ async def patch(
             f"{', '.join(PATCHABLE)} (create a new session or PUT its state for the rest)",
             errors=[{"loc": k, "msg": "not patchable"} for k in sorted(bad)],
         )
-    async with engine.lock(sid):
-        stored, meta = await engine.load(sid)
-        if if_match is not None and if_match != stored.version:
-            raise PreconditionFailed(
-                f"If-Match {if_match} but the session is at version {stored.version}",
-                current_version=stored.version,
-            )
+
+    async def change(cur: Loaded) -> Commit[SessionMeta]:
+        meta = cur.meta
         raw = meta.config.model_dump(mode="json")
         for key in ("schedule", "max_grad_norm", "check_finite"):
             if key in body:
@@ -251,24 +245,41 @@ async def patch(
         meta.config = config
         new_slots: dict[str, np.ndarray] = {}
         for slot in cfg.slot_names():
-            if slot not in stored.slots:  # e.g. amsgrad switched on: start like torch, at zeros
+            if slot not in cur.slots:  # e.g. amsgrad switched on: start like torch, at zeros
                 fresh = OptimState.create(
-                    meta.layout, cfg.optimizer, cfg.group_hps, [slot], stored.slots[PARAM]
+                    meta.layout, cfg.optimizer, cfg.group_hps, [slot], cur.slots[PARAM]
                 )
                 new_slots[slot] = fresh.slots[slot]
         meta.updated_at = time.time()
-        try:
-            # every slot, not just the new ones: a store with a step log snapshots here
-            version = await engine.store.commit(
-                sid,
-                stored.version,
-                meta.to_bytes(),
-                {**stored.slots, **new_slots},
-                None,
-                meta.options.ttl_s,
-            )
-        except Conflict as exc:
-            raise PreconditionFailed(
-                "the session changed during the PATCH; retry", **exc.extra
-            ) from None
-        return version, meta
+        # every slot, not just the new ones: a store with a step log snapshots here
+        return Commit(meta, {**cur.slots, **new_slots}, meta)
+
+    return await txn.write(sid, caller, change, if_match=if_match)
+
+
+def parse_label_filter(items: list[str]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidBody(f"label filter must look like key=value, got {item!r}")
+        labels[key] = value
+    for key in labels:
+        if key.startswith("optd/"):
+            raise InvalidBody(f"label {key!r}: the prefix optd/ is reserved")
+    return labels
+
+
+async def list_page(
+    txn: Transactions, caller: Caller, cursor: str | None, limit: int, label: list[str]
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of the sessions the caller may see, described without their params."""
+    labels = parse_label_filter(label)
+    if caller.tenant is not None and not caller.admin:
+        labels[TENANT_LABEL] = caller.tenant  # a tenant lists its own sessions only
+    page, next_cursor = await txn.store.list(cursor, limit, labels or None)
+    out = []
+    for summary in page:
+        meta = SessionMeta.from_bytes(summary.meta)
+        out.append(describe(summary.id, summary.version, meta) | {"params": None})
+    return out, next_cursor

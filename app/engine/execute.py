@@ -1,4 +1,7 @@
-"""A step as the gradient log keeps it, and its exact replay (DESIGN §5 "gradient log").
+"""What runs a step's math for the engine, and replays a logged one exactly (DESIGN §5).
+
+`execute` is `optim.apply_step` plus what the gradient log needs: when the store will keep
+the step as a log entry (`log`), it also returns the entry.
 
 The Redis store may persist a big session's step as its gradient (4 bytes a parameter in
 float32) instead of rewriting every slot (12 for Adam), with a full snapshot every
@@ -18,13 +21,13 @@ from typing import Any
 import numpy as np
 import orjson
 
+from app.engine.meta import SessionMeta
 from app.optim import ResolvedConfig, StepInfo, apply_step, assemble_grads, grad_norm
 from app.optim.state import OptimState
-from app.session import SessionMeta
 from app.store.base import StepLog
 
 
-def step(
+def execute(
     cfg: ResolvedConfig,
     meta: SessionMeta,
     state: OptimState,
@@ -48,7 +51,7 @@ def step(
     return info, StepLog(before + b"\n" + tail, kept)
 
 
-def step_grads(
+def execute_grads(
     cfg: ResolvedConfig,
     meta: SessionMeta,
     state: OptimState,
@@ -64,7 +67,7 @@ def step_grads(
         flat, stepped = assemble_grads(meta.layout, grads, cfg.dtype)
     else:
         flat, stepped = view.copy(), np.arange(len(meta.layout.specs), dtype=np.int64)
-    return step(cfg, meta, state, flat, stepped, scale, log, view)
+    return execute(cfg, meta, state, flat, stepped, scale, log, view)
 
 
 def replay(slots: dict[str, np.ndarray], entries: list[tuple[bytes, np.ndarray]]) -> None:

@@ -1,0 +1,228 @@
+"""The engine: the service's use cases, between the HTTP face (`app.api`, `app.cli`) and
+the parts below it (`app.optim` math, `app.codec` formats, `app.store` persistence).
+
+`Engine` is the only thing the face imports from here. Every operation takes the caller
+explicitly (the tenant a request authenticated as) and checks visibility in one place
+(`Transactions._load`). Every change to a session is one `Transactions.write` (txn.py):
+lock, load, If-Match, the change, a compare-and-set commit, one conflict policy.
+
+    steps.py      async steps            rounds.py       sync rounds (never imports steps)
+    sessions.py   create/describe/list/patch/delete     checkpoints.py  params and state
+    execute.py    a step's math and the exact replay of a logged one
+    meta.py       the session document the store keeps   types.py   requests and outcomes
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from app.core.auth import Caller
+from app.core.config import Settings
+from app.engine import checkpoints, sessions
+from app.engine.rounds import Rounds
+from app.engine.steps import Steps
+from app.engine.txn import Loaded, Transactions
+from app.engine.types import DEFAULT_WAIT_S, BarrierPending, StepOutcome, StepRequest
+from app.metrics import Metrics
+from app.optim import list_optimizers
+from app.optim.schedules import SCHEDULE_NAMES
+from app.problems import RateLimited
+from app.store import open_store
+from app.store.base import SessionStore
+
+__all__ = [
+    "DEFAULT_WAIT_S",
+    "BarrierPending",
+    "Caller",
+    "Engine",
+    "SessionStore",
+    "StepOutcome",
+    "StepRequest",
+]
+
+INFLIGHT_TTL_S = 30.0  # an Idempotency-Key stays "in flight" at most this long after a crash
+
+
+class Engine:
+    def __init__(self, store: SessionStore, settings: Settings, metrics: Metrics) -> None:
+        self.store = store  # for diagnostics and tests; the face goes through the methods
+        self.settings = settings
+        self.metrics = metrics
+        self.txn = Transactions(store, settings, metrics)
+        self._steps = Steps(self.txn)
+        self._rounds = Rounds(self.txn, settings.max_wait_s)
+        self._owns_store = False
+
+    @classmethod
+    async def open(
+        cls, settings: Settings, metrics: Metrics, store: SessionStore | None = None
+    ) -> Engine:
+        """An engine on `store`, or on the store the settings name (opened here, closed by
+        `close`); the store must answer (else `StoreUnavailable`: refuse to start)."""
+        own = store is None
+        s = store or open_store(
+            settings.redis_url,
+            cluster=settings.redis_cluster,
+            chunk_bytes=settings.chunk_mb * 2**20,
+            cache_bytes=settings.cache_mb * 2**20,
+            idempotency_ttl_s=settings.idempotency_ttl_s,
+            wait_replicas=settings.redis_wait_replicas,
+            log_steps=settings.log_steps,
+            log_min_bytes=settings.log_min_bytes,
+        )
+        try:
+            await s.ping()
+        except BaseException:
+            if own:
+                await s.close()
+            raise
+        engine = cls(s, settings, metrics)
+        engine._owns_store = own
+        return engine
+
+    async def close(self) -> None:
+        if self._owns_store:
+            await self.store.close()
+
+    @staticmethod
+    async def check_store(settings: Settings) -> None:
+        """Ping the configured store once (`optd serve` refuses to start without it)."""
+        store = open_store(settings.redis_url, cluster=settings.redis_cluster)
+        try:
+            await store.ping()
+        finally:
+            await store.close()
+
+    # --- the service ---
+
+    async def ready(self) -> str:
+        """The store's kind when it answers; `StoreUnavailable` (503) when it does not."""
+        await self.store.ping()
+        return self.store.kind
+
+    async def admit(self, caller: Caller) -> None:
+        """Take one request from the caller's tenant's rate (429 when over it)."""
+        limits = caller.limits
+        if caller.tenant is None or limits.rate is None:
+            return
+        burst = limits.burst or 2 * limits.rate
+        wait = await self.store.rate_take(caller.tenant, limits.rate, burst)
+        if wait > 0:
+            raise RateLimited(
+                f"tenant {caller.tenant!r} is over its rate of {limits.rate:g} requests/s",
+                retry_after=max(1, math.ceil(wait)),
+            )
+
+    @staticmethod
+    def optimizers() -> dict[str, Any]:
+        """Every optimizer with its hyperparameter schema, and the schedules."""
+        return {"optimizers": list_optimizers(), "schedules": list(SCHEDULE_NAMES)}
+
+    # --- sessions ---
+
+    async def create_session(
+        self,
+        caller: Caller,
+        body: Mapping[str, Any],
+        params: Mapping[str, np.ndarray],
+        idempotency: tuple[str, str] | None = None,
+    ) -> tuple[str, int, dict[str, Any], bool]:
+        """(id, version, session info, replayed): a retried create with the same
+        Idempotency-Key finds the session its first try created."""
+        sid, version, meta, replayed = await sessions.create(
+            self.txn, caller, body, params, idempotency
+        )
+        return sid, version, sessions.describe(sid, version, meta), replayed
+
+    async def list_sessions(
+        self, caller: Caller, cursor: str | None, limit: int, label: list[str]
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        return await sessions.list_page(self.txn, caller, cursor, limit, label)
+
+    async def describe_session(self, sid: str, caller: Caller) -> tuple[int, dict[str, Any]]:
+        cur = await self.txn.read(sid, caller, [])
+        return cur.version, sessions.describe(sid, cur.version, cur.meta)
+
+    async def patch_session(
+        self, sid: str, caller: Caller, body: Mapping[str, Any], if_match: int | None
+    ) -> tuple[int, dict[str, Any]]:
+        version, meta = await sessions.patch(self.txn, sid, caller, body, if_match)
+        return version, sessions.describe(sid, version, meta)
+
+    async def delete_session(self, sid: str, caller: Caller) -> None:
+        await sessions.delete(self.txn, sid, caller)
+
+    # --- steps ---
+
+    async def step(
+        self,
+        sid: str,
+        caller: Caller,
+        req: StepRequest,
+        *,
+        if_match: int | None = None,
+        idempotency_key: str | None = None,
+        fingerprint: str = "",
+        wait: float = DEFAULT_WAIT_S,
+    ) -> StepOutcome | BarrierPending:
+        key = idempotency_key
+        if key is not None:
+            record = await self.store.claim_idempotency(sid, key, fingerprint, INFLIGHT_TTL_S)
+            if record is not None:
+                return await self._steps.replayed(sid, caller, record, fingerprint)
+        recorded = False
+        try:
+            out = await self._steps.apply(
+                sid, caller, req, if_match=if_match, key=key, fingerprint=fingerprint
+            )
+            if isinstance(out, Loaded):
+                # a sync-mode session: the round decides (waiting happens outside the lock)
+                return await self._rounds.contribute(sid, caller, out, req, wait)
+            recorded = key is not None
+            return out
+        finally:
+            if key is not None and not recorded:
+                # the request failed (or sync mode, where the worker id dedups): free the key
+                with contextlib.suppress(Exception):
+                    await self.store.release_idempotency(sid, key, fingerprint)
+
+    # --- params and checkpoints ---
+
+    async def get_params(
+        self,
+        sid: str,
+        caller: Caller,
+        names: list[str] | None = None,
+        min_version: int | None = None,
+        wait: float = 0.0,
+    ) -> tuple[int, dict[str, np.ndarray]]:
+        return await checkpoints.get_params(self.txn, sid, caller, names, min_version, wait)
+
+    async def put_params(
+        self,
+        sid: str,
+        caller: Caller,
+        params: Mapping[str, np.ndarray],
+        if_match: int | None = None,
+    ) -> int:
+        return await checkpoints.put_params(self.txn, sid, caller, params, if_match)
+
+    async def export_state(
+        self, sid: str, caller: Caller
+    ) -> tuple[int, dict[str, Any], dict[str, np.ndarray]]:
+        return await checkpoints.export_state(self.txn, sid, caller)
+
+    async def import_state(
+        self,
+        sid: str,
+        caller: Caller,
+        doc: Any,
+        tensors: Mapping[str, np.ndarray],
+        if_match: int | None = None,
+    ) -> tuple[int, bool]:
+        return await checkpoints.import_state(self.txn, sid, caller, doc, tensors, if_match)

@@ -1,0 +1,172 @@
+"""Async steps (DESIGN §4 `mode: "async"`): a step is applied on arrival, atomically.
+
+A step is one `Transactions.write`: its body checks staleness, runs the math
+(`execute`), and hands the new state to the commit (a compare-and-set on the version),
+so any number of API processes may serve one session. Steps are optimistic: a process
+that committed the session last starts from its own copy (no read), and the commit
+finds out if anyone moved on. A sync-mode session is handed back untouched: the round
+(`rounds.py`) decides what happens to the gradient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import orjson
+
+from app.core.auth import Caller
+from app.engine import execute
+from app.engine.meta import SessionMeta
+from app.engine.txn import Commit, Loaded, Skip, Transactions
+from app.engine.types import StepOutcome, StepRequest
+from app.optim import PARAM
+from app.optim.step import contiguous_grads
+from app.problems import Conflict, IdempotencyMismatch, StaleGradient
+from app.store.base import IdempotencyRecord
+
+
+class Steps:
+    def __init__(self, txn: Transactions) -> None:
+        self.txn = txn
+        self._background: set[asyncio.Future[None]] = set()
+
+    async def apply(
+        self,
+        sid: str,
+        caller: Caller,
+        req: StepRequest,
+        *,
+        if_match: int | None,
+        key: str | None,
+        fingerprint: str,
+    ) -> StepOutcome | Loaded:
+        """Apply one step; a sync-mode session comes back as it was loaded (`Loaded`)."""
+        txn, metrics = self.txn, self.txn.metrics
+
+        async def body(cur: Loaded) -> Commit[StepOutcome | Loaded] | Skip[StepOutcome | Loaded]:
+            if cur.meta.options.mode == "sync":
+                return Skip(cur)
+            return await self._compute(sid, cur, req, key, fingerprint)
+
+        def usable(cur: Loaded) -> bool:
+            """Can an optimistic step go on with this cached state? It must hold every
+            slot the optimizer needs, and a base_version beyond it is checked with the
+            store (the cache may just be behind)."""
+            needed = {PARAM, *cur.meta.config.resolve().slot_names()}
+            if not needed <= cur.slots.keys():
+                return False
+            return req.base_version is None or req.base_version <= cur.version
+
+        version, out = await txn.write(
+            sid, caller, body, if_match=if_match, optimistic=True, usable=usable
+        )
+        if isinstance(out, StepOutcome):
+            out.version = version
+            metrics.steps.inc()
+            if out.staleness is not None:
+                metrics.staleness.observe(out.staleness)
+        return out
+
+    async def _compute(
+        self, sid: str, cur: Loaded, req: StepRequest, key: str | None, fingerprint: str
+    ) -> Commit[StepOutcome | Loaded]:
+        txn, meta = self.txn, cur.meta
+        staleness = self._staleness(meta, cur.version, req.base_version)
+        cfg = meta.config.resolve()
+        scale = 1.0
+        if staleness and meta.options.staleness_lr == "inverse":
+            scale = 1.0 / (1 + staleness)
+        state = meta.state(cur.slots)
+        nbytes = sum(a.nbytes for a in cur.slots.values())
+        log = txn.store.wants_log(sid, cur.version, nbytes)
+        t0 = time.perf_counter()
+        view = contiguous_grads(meta.layout, req.grads, cfg.dtype)
+        # the log keeps a flat gradient as it is: start writing it now, while the step computes
+        staging = None
+        if log and view is not None:
+            staging = asyncio.ensure_future(txn.store.stage_log(sid, view))
+        try:
+            info, entry = await txn.compute(
+                meta.layout.total,
+                execute.execute_grads,
+                cfg,
+                meta,
+                state,
+                req.grads,
+                scale,
+                log,
+                view,
+            )
+        except BaseException:
+            if staging is not None:  # a refused step: its staged gradient goes now
+                task = asyncio.ensure_future(self._discard(sid, staging))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            raise
+        if staging is not None and entry is not None:
+            with contextlib.suppress(Exception):  # else the commit sends the gradient itself
+                entry.staged = await staging
+        txn.metrics.phase("compute", time.perf_counter() - t0)
+        meta.step = info.step
+        meta.last_lr, meta.last_grad_norm = info.lr, info.grad_norm
+        if req.loss is not None:
+            meta.last_loss = req.loss
+        meta.updated_at = time.time()
+        outcome = StepOutcome(
+            cur.version + 1, info.step, info.lr, info.grad_norm, staleness, info.updated
+        )
+        record = None
+        if key is not None:
+            body = orjson.dumps({**outcome.summary(), "updated": list(info.updated)})
+            record = IdempotencyRecord(key, fingerprint, body)
+        outcome.params = {s.name: state.view(PARAM, s.name) for s in meta.layout.specs}
+        return Commit(meta, state.slots, outcome, record, entry)
+
+    async def _discard(self, sid: str, staging: asyncio.Future[Any]) -> None:
+        with contextlib.suppress(Exception):
+            await self.txn.store.discard_log(sid, await staging)
+
+    def _staleness(self, meta: SessionMeta, version: int, base: int | None) -> int | None:
+        if base is None:
+            return None
+        if base > version:
+            raise Conflict(
+                f"base_version {base} is ahead of the session's version {version}",
+                current_version=version,
+            )
+        staleness = version - base
+        limit = meta.options.max_staleness
+        if limit is not None and staleness > limit:
+            self.txn.metrics.stale.inc()
+            raise StaleGradient(
+                f"gradient computed on version {base} is {staleness} versions behind "
+                f"(max_staleness {limit}); fetch the params and recompute",
+                current_version=version,
+                staleness=staleness,
+            )
+        return staleness
+
+    async def replayed(
+        self, sid: str, caller: Caller, record: IdempotencyRecord, fingerprint: str
+    ) -> StepOutcome:
+        """The answer to a retried step whose first try committed (Idempotency-Key)."""
+        if record.fingerprint != fingerprint:
+            raise IdempotencyMismatch(
+                f"Idempotency-Key {record.key!r} was used for another request body; use a new key"
+            )
+        d = orjson.loads(record.response)
+        cur = await self.txn.read(sid, caller, [PARAM])
+        state = cur.meta.state(cur.slots)
+        return StepOutcome(
+            d["version"],
+            d["step"],
+            d["lr"],
+            d["grad_norm"],
+            d["staleness"],
+            tuple(d["updated"]),
+            {s.name: state.view(PARAM, s.name) for s in cur.meta.layout.specs},
+            replayed=True,
+        )

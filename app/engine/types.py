@@ -1,0 +1,56 @@
+"""What goes into the engine and what comes out of it (no behaviour here).
+
+The caller (who asks: a tenant, an admin, or anyone when auth is off) is an explicit
+argument of every engine operation; `Caller` lives in `app.core.auth` and is re-exported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from app.core.auth import ANONYMOUS, Caller
+
+__all__ = ["ANONYMOUS", "BarrierPending", "Caller", "StepOutcome", "StepRequest"]
+
+DEFAULT_WAIT_S = 30.0  # sync mode: how long a step waits for its round by default
+
+
+@dataclass
+class StepRequest:
+    grads: dict[str, np.ndarray]
+    base_version: int | None = None
+    worker: str | None = None
+    loss: float | None = None
+
+
+@dataclass
+class BarrierPending:
+    """A sync-mode step whose round did not complete within `wait` (HTTP 202)."""
+
+    version: int
+    have: int
+    need: int
+
+
+@dataclass
+class StepOutcome:
+    version: int
+    step: int
+    lr: float
+    grad_norm: float
+    staleness: int | None
+    updated: tuple[str, ...]
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+    replayed: bool = False
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "step": self.step,
+            "lr": self.lr,
+            "grad_norm": self.grad_norm,
+            "staleness": self.staleness,
+        }

@@ -1,0 +1,64 @@
+-- The compare-and-set core that commit.lua and append.lua share; the store prepends this
+-- file to both (Redis scripts are standalone). Conventions common to both scripts:
+-- KEYS[1] the meta key; KEYS[2..1+n] the keys this write SET (or SETs inline); the last
+-- key the idempotency record's when ARGV[3] is not empty. ARGV[1] expected version,
+-- ARGV[2] session TTL (0: keep), ARGV[3] idempotency record ('' : none), ARGV[4] its TTL,
+-- ARGV[5] new meta, ARGV[6] this write's token.
+local CAS = {}
+CAS.prefix = string.sub(KEYS[1], 1, -5)
+
+-- How many keys this write SET (the chunk or log keys, not meta or the record).
+function CAS.written()
+  local n = #KEYS - 1
+  if ARGV[3] ~= '' then
+    n = n - 1
+  end
+  return n
+end
+
+-- SET the first K written keys from ARGV (a small write: one EVALSHA, no MULTI); K is
+-- ARGV[k_at] and the values follow it. Then read the session's head: returns its
+-- {version, slots, inc, tok, log} and `settle(key)`, which gives a written key the
+-- session's lifetime (the chunks were SET with a short pending TTL).
+function CAS.begin(k_at)
+  for i = 2, 1 + tonumber(ARGV[k_at]) do
+    redis.call('SET', KEYS[i], ARGV[k_at - 1 + i])
+  end
+  local cur = redis.call('HMGET', KEYS[1], 'version', 'slots', 'inc', 'tok', 'log')
+  local pttl = redis.call('PTTL', KEYS[1])
+  local ttl = tonumber(ARGV[2])
+  local function settle(key)
+    if ttl > 0 then
+      redis.call('EXPIRE', key, ttl)
+    elseif pttl > 0 then
+      redis.call('PEXPIRE', key, pttl)
+    else
+      redis.call('PERSIST', key)
+    end
+  end
+  return cur, settle
+end
+
+function CAS.unlink_written()
+  for i = 2, 1 + CAS.written() do
+    redis.call('UNLINK', KEYS[i])
+  end
+end
+
+-- An optimistic writer ('?': it skipped the advisory lock) yields to anyone holding it.
+function CAS.yields(unlock)
+  return unlock == '?' and redis.call('EXISTS', CAS.prefix .. 'lock') == 1
+end
+
+-- After the new head is written: store the idempotency record with it, release the
+-- advisory lock held under `unlock`, and answer {1, new version, incarnation}.
+function CAS.finish(new_version, unlock, inc)
+  if ARGV[3] ~= '' then
+    redis.call('SET', KEYS[#KEYS], ARGV[3], 'EX', tonumber(ARGV[4]))
+  end
+  if unlock ~= '' and redis.call('GET', CAS.prefix .. 'lock') == unlock then
+    redis.call('DEL', CAS.prefix .. 'lock')
+  end
+  return {1, new_version, inc}
+end
+
