@@ -1,15 +1,10 @@
 """`python -m bench` (from the repository root): optd against a Ray actor parameter server,
-a naive JSON server and floors - bench/bench_peers.py; `--quick` for the CI smoke run.
-bench/README.md lists every benchmark."""
+a naive JSON server and floors - the same as `python -m bench.peers` (bench/peers/run.py);
+`--quick` for the CI smoke run. bench/README.md lists every benchmark."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_peers import main  # noqa: E402
+from bench.peers.run import main
 
 if __name__ == "__main__":
     main()
