@@ -175,7 +175,7 @@ async def step(
 async def _step_fast(request: Request) -> Response:
     # FastAPI's per-request dependency solving (Header() parsing through pydantic, the
     # dependency cache, exit stacks) and its router were more than half of a small step's
-    # time outside the engine (~130 of ~240 us at 1e3 parameters; bench/profile_step.py).
+    # time outside the engine (~130 of ~240 us at 1e3 parameters; bench/service/profile.py).
     # The same checks, in the same order, are plain calls here.
     state = request.app.state
     caller = await authorize(request, request.headers.get("authorization"))
