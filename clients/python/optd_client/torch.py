@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from optd_client._convert import from_torch_state_dict, has_torch_layout, to_torch_state_dict
+from optd_client._torch_match import check_real, session_dtype
 from optd_client.client import Client, Session
 from optd_client.types import PARAM_SLOT, Checkpoint
 
@@ -56,6 +57,13 @@ class RemoteOptimizer(torch.optim.Optimizer):
     hyperparameters (`lr`, `betas`, ...) or session options (`dtype`, `schedule`,
     `max_grad_norm`, `labels`, ...), as in `Client.create_session`.
 
+    The session's dtype is float64 when every parameter is float64 and float32 when
+    none is. A model that mixes them needs `dtype=`: "float64" keeps every value but
+    updates float32 parameters in float64 (then rounds them), "float32" rounds the float64
+    ones; either differs from torch, which updates each in its own dtype. Complex (and
+    integer) parameters are refused with TypeError: the server holds real state only, and
+    torch's complex update (on `view_as_real`) cannot be reproduced from a flat array.
+
     `param_groups[0]` holds `lr` and the other hyperparameters; changes to it (by hand
     or by a torch LR scheduler) are sent with PATCH before the next step.
     """
@@ -73,16 +81,17 @@ class RemoteOptimizer(torch.optim.Optimizer):
         named = list(params)
         if not named or not all(isinstance(item, tuple) and len(item) == 2 for item in named):
             raise TypeError("RemoteOptimizer takes model.named_parameters(): (name, tensor) pairs")
-        self._names = [str(name) for name, _ in named]
+        named = [(str(name), p) for name, p in named]
+        check_real(named)  # before a session exists: complex would lose its imaginary part
+        self._names = [name for name, _ in named]
+        if session_id is None:  # a mix of float32 and float64 needs the caller's dtype=
+            options["dtype"] = session_dtype(named, options.get("dtype"))
         if isinstance(client, Client):
             self.client = client
         else:  # ours: close its connections when this optimizer goes away
             self.client = Client(client)
             weakref.finalize(self, self.client.close)
         if session_id is None:
-            if "dtype" not in options:
-                double = all(p.dtype == torch.float64 for _, p in named)
-                options["dtype"] = "float64" if double else "float32"
             arrays = {name: _numpy(p) for name, p in named}
             self.session: Session = self.client.create_session(optimizer, arrays, **options)
         else:
