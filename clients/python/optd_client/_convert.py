@@ -12,24 +12,21 @@ converted: torch keeps those in a separate LRScheduler.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
 from typing import Any
 
 import numpy as np
 import torch
 
+from optd_client._to_torch import has_torch_layout, to_torch_state_dict
 from optd_client._torch_layouts import (
-    EAGER,
     SCALARS,
-    TORCH_CLASSES,
     check_optimizer,
+    group_hps,
     hyperparams,
-    optd_only,
     slot_fill,
     slots,
-    torch_class,
-    torch_group,
 )
 from optd_client._torch_match import Member, match, session_dtype
 from optd_client.types import PARAM_SLOT, Checkpoint
@@ -38,72 +35,6 @@ __all__ = ["from_torch_state_dict", "has_torch_layout", "to_torch_state_dict"]
 
 _OPTION_KEYS = frozenset({"mode", "workers", "max_staleness", "staleness_lr", "labels", "ttl_s"})
 _CONFIG_KEYS = frozenset({"schedule", "max_grad_norm", "check_finite"})
-
-
-def _group_hps(config: Mapping[str, Any]) -> list[dict[str, Any]]:
-    base = dict(config.get("hyperparams") or {})
-    extra = [{k: v for k, v in g.items() if k != "match"} for g in config.get("groups") or []]
-    return [base] + [{**base, **g} for g in extra]
-
-
-def has_torch_layout(config: Mapping[str, Any]) -> bool:
-    """Whether a session's state can become a torch state dict: a torch.optim class, and
-    no group with a setting only optd has."""
-    optimizer = str(config["optimizer"])
-    hps = _group_hps(config)
-    return optimizer in TORCH_CLASSES and all(optd_only(hp) is None for hp in hps)
-
-
-def _scalar_dtype() -> torch.dtype:
-    # what torch.optim uses for `step` (torch.optim.optimizer._get_scalar_dtype)
-    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
-
-
-def to_torch_state_dict(checkpoint: Checkpoint, param_names: Sequence[str]) -> dict[str, Any]:
-    """The torch `state_dict()` of an optd checkpoint for an optimizer built over
-    `param_names` (torch's parameter order, e.g. `[n for n, _ in model.named_parameters()]`).
-
-    Its param_groups are the session's groups in order (group 0: the parameters no
-    pattern matches), each listing its parameters in `param_names` order, with their
-    `param_names`. torch loads by position, so build the torch optimizer's groups the same
-    way. Scalar state (NAdam's `mu_product`) is a float64 tensor: torch casts it to the
-    parameter's dtype when it loads it.
-    """
-    meta = checkpoint.meta
-    optimizer = str(meta["config"]["optimizer"])
-    torch_class(optimizer)
-    hps = _group_hps(meta["config"])
-    position = {str(name): k for k, (name, _, _) in enumerate(meta["layout"])}
-    group_of = {str(name): int(g) for name, _, g in meta["layout"]}
-    steps = checkpoint.steps
-    scalars = meta.get("scalars") or {}
-    missing = [n for n in param_names if n not in group_of]
-    if missing or len(set(param_names)) != len(group_of):
-        raise ValueError(
-            f"param_names must name each checkpoint parameter once (missing {missing[:5]})"
-        )
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    groups: list[dict[str, Any]] = []
-    index = 0
-    for g in sorted(set(group_of.values())):
-        names = [n for n in param_names if group_of[n] == g]
-        ids = list(range(index, index + len(names)))
-        index += len(names)
-        for i, name in zip(ids, names, strict=True):
-            if steps[name] == 0 and optimizer not in EAGER:
-                continue  # torch creates a parameter's state on its first step
-            entry: dict[str, torch.Tensor] = {}
-            if optimizer != "sgd":  # torch keeps no step count for SGD
-                entry["step"] = torch.tensor(float(steps[name]), dtype=_scalar_dtype())
-            for key in SCALARS.get(optimizer, {}):
-                value = float(scalars[key][position[name]])
-                entry[key] = torch.tensor(value, dtype=torch.float64)
-            for slot in slots(optimizer, hps[g]):
-                entry[slot] = torch.from_numpy(np.array(checkpoint.tensors[f"{slot}/{name}"]))
-            if entry:
-                state[i] = entry
-        groups.append({**torch_group(optimizer, hps[g]), "params": ids, "param_names": names})
-    return {"state": state, "param_groups": groups}
 
 
 def _escape(name: str) -> str:
@@ -190,8 +121,8 @@ def from_torch_state_dict(
         config, optd_group = _new_config(optimizer, hps, members, dtype)
         config |= {k: v for k, v in session_options.items() if k in _CONFIG_KEYS}
     config["dtype"] = dtype
-    group_hps = _group_hps(config)
-    all_slots = list(dict.fromkeys(s for hp in group_hps for s in slots(optimizer, hp)))
+    hps_of = group_hps(config)
+    all_slots = list(dict.fromkeys(s for hp in hps_of for s in slots(optimizer, hp)))
     scalar_init = SCALARS.get(optimizer, {})
     rows: list[tuple[int, str, torch.Tensor, int, dict[str, float]]] = []
     tensors: dict[str, np.ndarray[Any, Any]] = {}
@@ -214,7 +145,7 @@ def from_torch_state_dict(
         for slot in all_slots:
             arr = entry.get(slot)
             tensors[f"{slot}/{name}"] = (
-                np.full_like(value, slot_fill(optimizer, slot, group_hps[g]))
+                np.full_like(value, slot_fill(optimizer, slot, hps_of[g]))
                 if arr is None
                 else arr.detach().cpu().numpy().astype(np_dtype)
             )

@@ -76,6 +76,13 @@ def torch_class(optimizer: str) -> type[torch.optim.Optimizer]:
     return cls
 
 
+def group_hps(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each optd group's hyperparameters: index 0 the session's, i + 1 `groups[i]`."""
+    base = dict(config.get("hyperparams") or {})
+    extra = [{k: v for k, v in g.items() if k != "match"} for g in config.get("groups") or []]
+    return [base] + [{**base, **g} for g in extra]
+
+
 def slots(optimizer: str, hp: Mapping[str, Any]) -> list[str]:
     """The slots torch keeps for a parameter of a group with these hyperparameters."""
     if optimizer == "sgd":

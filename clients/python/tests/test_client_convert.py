@@ -205,3 +205,55 @@ def test_unsupported_conversions_are_refused() -> None:
         from_torch_state_dict(
             {"param_groups": [{"params": [0], "lr": 1.0}], "state": {}}, [("w", torch.zeros(1))]
         )
+
+
+def test_to_torch_follows_the_target_optimizers_groups(server_url: str) -> None:
+    """torch loads by position: a state dict listed in the session's group order would
+    swap the state (and settings) of a torch optimizer whose groups come in another order."""
+    params = named(torch.float64)
+    p = dict(params)
+    gs = grads(8, params)
+    with Client(server_url) as client:
+        groups = [{"match": ["*.bias", "scale"], "weight_decay": 0.0}]
+        session = client.create_session(
+            "adamw", values(params), dtype="float64", lr=0.01, weight_decay=0.1, groups=groups
+        )
+        for g in gs[:4]:
+            session.step(g)
+        ckpt = session.state()
+        # the no-decay group first, each listed against the model's order
+        target = torch.optim.AdamW(
+            [
+                {"params": [(n, p[n]) for n in ("scale", "enc.bias")], "weight_decay": 0.0},
+                {"params": [(n, p[n]) for n in ("head.weight", "enc.weight")]},
+            ],
+            lr=0.01,
+            weight_decay=0.1,
+        )
+        with torch.no_grad():
+            for n, q in params:
+                q.copy_(torch.from_numpy(ckpt.params[n]))
+        target.load_state_dict(to_torch_state_dict(ckpt, target))
+        assert [g["weight_decay"] for g in target.param_groups] == [0.0, 0.1]
+        for n, q in params:
+            for slot, t in target.state[q].items():
+                if slot != "step":
+                    assert np.array_equal(t.numpy(), ckpt.tensors[f"{slot}/{n}"]), (slot, n)
+        for g in gs[4:]:
+            served = session.step(g)
+        session.delete()
+    torch_steps(target, params, gs[4:])
+    for n, v in values(params).items():
+        np.testing.assert_allclose(served[n], v, rtol=1e-10, atol=1e-10)
+    by_names = to_torch_state_dict(ckpt, [n for n, _ in params])  # the session's order
+    assert [g["param_names"] for g in by_names["param_groups"]] == [
+        ["enc.weight", "head.weight"],
+        ["enc.bias", "scale"],
+    ]
+    unnamed = torch.optim.AdamW([p["enc.weight"], p["enc.bias"]])
+    with pytest.raises(ValueError, match="named_params="):
+        to_torch_state_dict(ckpt, unnamed)
+    with pytest.raises(ValueError, match=r"mixes parameters of session groups \[0, 1\]"):
+        to_torch_state_dict(ckpt, unnamed, named_params=params)
+    with pytest.raises(ValueError, match="stepped"):  # "scale" has state torch would lose
+        to_torch_state_dict(ckpt, torch.optim.AdamW([("enc.bias", p["enc.bias"])]))
