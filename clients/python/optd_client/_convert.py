@@ -117,7 +117,7 @@ def from_torch_state_dict(
             t_steps[name], t_group[name] = int(step), int(g)
         optd_group: dict[int, int] = {}
     else:
-        hps = [hyperparams(g) for g in sd["param_groups"]]
+        hps = [hyperparams(optimizer, g) for g in sd["param_groups"]]
         config, optd_group = _new_config(optimizer, hps, members, dtype)
         config |= {k: v for k, v in session_options.items() if k in _CONFIG_KEYS}
     config["dtype"] = dtype

@@ -136,11 +136,14 @@ def torch_group(optimizer: str, hp: Mapping[str, Any]) -> dict[str, Any]:
     return group
 
 
-def hyperparams(group: Mapping[str, Any]) -> dict[str, Any]:
-    """A torch param group's settings as optd hyperparameters (JSON-able)."""
+def hyperparams(optimizer: str, group: Mapping[str, Any]) -> dict[str, Any]:
+    """A torch param group's settings as optd hyperparameters (JSON-able). Keys no torch
+    class has (a user's own labels in a group) are not settings: torch ignores them, and
+    so does this."""
+    known = _class_keys(optimizer) - TORCH_ONLY
     out: dict[str, Any] = {}
     for key, value in group.items():
-        if key in TORCH_ONLY:
+        if key not in known:
             continue
         if isinstance(value, torch.Tensor):
             value = value.tolist()
@@ -153,12 +156,17 @@ def _class_keys(optimizer: str) -> frozenset[str]:
     return frozenset(_instance(optimizer).defaults) | frozenset(OPTD_ONLY)
 
 
+@cache
+def _any_class_keys() -> frozenset[str]:
+    return frozenset().union(*(_class_keys(name) for name in TORCH_CLASSES))
+
+
 def _misfit(optimizer: str, state_dict: Mapping[str, Any]) -> str | None:
     """Why `state_dict` is not a state of `optimizer`'s torch class, or None."""
     cls = torch_class(optimizer).__name__
     allowed = _class_keys(optimizer) | TORCH_ONLY
     for i, group in enumerate(state_dict["param_groups"]):
-        unknown = sorted(set(group) - allowed)
+        unknown = sorted((set(group) & _any_class_keys()) - allowed)
         if unknown:
             return f"param group {i} has {unknown}, which torch.optim.{cls} has not"
         missing = sorted(_REQUIRED[optimizer] - set(group))

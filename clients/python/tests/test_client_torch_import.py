@@ -149,10 +149,12 @@ def test_what_cannot_be_matched_is_refused() -> None:
 def test_optimizer_is_told_from_the_state_dict(name: str) -> None:
     cls, hp, _ = OPTIMIZERS[name]
     params = model(torch.float32)
-    opt = cls([p for n, p in params if n in TRAINED], **hp)
+    mine = {"name": "trained", "initial_lr": 1.0}  # a user's label, an LR scheduler's key
+    opt = cls([{"params": [p for n, p in params if n in TRAINED], **mine}], **hp)
     torch_steps(opt, params, grads(2, params))
     trained = [(n, p) for n, p in params if n in TRAINED]
-    assert from_torch_state_dict(opt, trained).meta["config"]["optimizer"] == name
+    config = from_torch_state_dict(opt, trained).meta["config"]
+    assert config["optimizer"] == name and config["hyperparams"].keys().isdisjoint(mine)
     for other in OPTIMIZERS:  # every other class refuses it (AdamW's state is Adam's too)
         if other != name and (name, other) != ("adamw", "adam"):
             with pytest.raises(ValueError, match="is not a torch.optim"):
