@@ -1,133 +1,40 @@
-"""optd checkpoints <-> torch `Adam`/`AdamW`/`SGD` state dicts, without losing a bit.
+"""optd checkpoints <-> `torch.optim` state dicts, without losing a bit.
 
-torch keeps per-parameter state under the parameter's index in `param_groups`
-(`step` as a 0-d float tensor, `exp_avg`, `exp_avg_sq`, `max_exp_avg_sq`,
-`momentum_buffer`) and creates it lazily on a parameter's first step; optd keeps one
-array per slot and a step count per parameter. optd parameter groups (glob patterns)
-become torch param_groups and back (as exact-name patterns). Learning-rate schedules
-are not converted: torch keeps those in a separate LRScheduler.
+torch keeps per-parameter state under the parameter's index in `param_groups` and
+creates it lazily (`_torch_layouts` knows each class's layout); optd keeps one array per
+slot, a step count per parameter and per-parameter scalars (NAdam's `mu_product`) in the
+meta document. optd parameter groups (glob patterns) become torch param_groups and back
+(as exact-name patterns). Which parameter a torch index stands for is decided by
+`_torch_match`, never by assuming model order. Learning-rate schedules are not
+converted: torch keeps those in a separate LRScheduler.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
+from fnmatch import fnmatchcase
 from typing import Any
 
 import numpy as np
 import torch
 
+from optd_client._to_torch import has_torch_layout, to_torch_state_dict
+from optd_client._torch_layouts import (
+    SCALARS,
+    check_optimizer,
+    group_hps,
+    hyperparams,
+    slot_fill,
+    slots,
+)
+from optd_client._torch_match import Member, match, session_dtype
 from optd_client.types import PARAM_SLOT, Checkpoint
 
-TORCH_CLASSES: dict[str, type[torch.optim.Optimizer]] = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": torch.optim.SGD,
-}
-# optd-only hyperparameters and the value under which torch behaves the same
-_OPTD_ONLY = {"bias_correction": True}
-# torch group keys that are about the implementation, not the numbers
-_TORCH_ONLY = frozenset(
-    {"params", "param_names", "foreach", "capturable", "differentiable", "fused", "initial_lr"}
-)
+__all__ = ["from_torch_state_dict", "has_torch_layout", "to_torch_state_dict"]
+
 _OPTION_KEYS = frozenset({"mode", "workers", "max_staleness", "staleness_lr", "labels", "ttl_s"})
 _CONFIG_KEYS = frozenset({"schedule", "max_grad_norm", "check_finite"})
-
-
-def _supported(optimizer: str) -> type[torch.optim.Optimizer]:
-    cls = TORCH_CLASSES.get(optimizer)
-    if cls is None:
-        raise ValueError(
-            f"optimizer {optimizer!r} has no torch state_dict mapping; use adam, adamw or sgd"
-        )
-    return cls
-
-
-def _slots(optimizer: str, hp: Mapping[str, Any]) -> list[str]:
-    if optimizer == "sgd":
-        return ["momentum_buffer"] if hp.get("momentum", 0.0) != 0 else []
-    return ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if hp.get("amsgrad") else [])
-
-
-def _group_hps(config: Mapping[str, Any]) -> list[dict[str, Any]]:
-    base = dict(config.get("hyperparams") or {})
-    extra = [{k: v for k, v in g.items() if k != "match"} for g in config.get("groups") or []]
-    return [base] + [{**base, **g} for g in extra]
-
-
-def _torch_group(optimizer: str, hp: Mapping[str, Any]) -> dict[str, Any]:
-    """A complete torch param group (defaults filled in by torch itself)."""
-    kwargs = dict(hp)
-    for key, same in _OPTD_ONLY.items():
-        if kwargs.pop(key, same) != same:
-            raise ValueError(f"{key}={hp[key]!r} cannot be expressed in torch.optim")
-    if optimizer == "adamw":
-        kwargs.pop("decoupled_weight_decay", None)  # implied by the class
-    if "betas" in kwargs:
-        kwargs["betas"] = tuple(kwargs["betas"])
-    group = dict(_supported(optimizer)([torch.zeros(1)], **kwargs).param_groups[0])
-    del group["params"]
-    return group
-
-
-def _scalar_dtype() -> torch.dtype:
-    # what torch.optim uses for `step` (torch.optim.optimizer._get_scalar_dtype)
-    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
-
-
-def to_torch_state_dict(checkpoint: Checkpoint, param_names: Sequence[str]) -> dict[str, Any]:
-    """The torch `state_dict()` of an optd checkpoint for an optimizer built over
-    `param_names` (torch's parameter order, e.g. `[n for n, _ in model.named_parameters()]`)."""
-    meta = checkpoint.meta
-    optimizer = str(meta["config"]["optimizer"])
-    _supported(optimizer)
-    hps = _group_hps(meta["config"])
-    group_of = {str(name): int(g) for name, _, g in meta["layout"]}
-    steps = checkpoint.steps
-    missing = [n for n in param_names if n not in group_of]
-    if missing or len(set(param_names)) != len(group_of):
-        raise ValueError(
-            f"param_names must name each checkpoint parameter once (missing {missing[:5]})"
-        )
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    groups: list[dict[str, Any]] = []
-    index = 0
-    for g in sorted(set(group_of.values())):
-        names = [n for n in param_names if group_of[n] == g]
-        ids = list(range(index, index + len(names)))
-        index += len(names)
-        for i, name in zip(ids, names, strict=True):
-            if steps[name] == 0:
-                continue  # torch creates a parameter's state on its first step
-            entry = {
-                slot: torch.from_numpy(np.array(checkpoint.tensors[f"{slot}/{name}"]))
-                for slot in _slots(optimizer, hps[g])
-            }
-            if optimizer != "sgd":
-                entry = {"step": torch.tensor(float(steps[name]), dtype=_scalar_dtype()), **entry}
-            if entry:
-                state[i] = entry
-        groups.append({**_torch_group(optimizer, hps[g]), "params": ids, "param_names": names})
-    return {"state": state, "param_groups": groups}
-
-
-def _infer_optimizer(group: Mapping[str, Any]) -> str:
-    if "betas" in group:
-        return "adamw" if group.get("decoupled_weight_decay") else "adam"
-    if "momentum" in group and "dampening" in group:
-        return "sgd"
-    raise ValueError("cannot tell the optimizer from the state dict; pass optimizer=")
-
-
-def _hyperparams(group: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in group.items():
-        if key in _TORCH_ONLY:
-            continue
-        if isinstance(value, torch.Tensor):
-            value = value.tolist()
-        out[key] = list(value) if isinstance(value, tuple) else value
-    return out
 
 
 def _escape(name: str) -> str:
@@ -135,81 +42,114 @@ def _escape(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
+def _new_config(
+    optimizer: str, hps: list[dict[str, Any]], members: list[Member], dtype: str
+) -> tuple[dict[str, Any], dict[int, int]]:
+    """A session config from torch groups, and the optd group of each torch group (group 0
+    is the session's hyperparameters; a later torch group without parameters has none)."""
+    base = hps[0]
+    groups: list[dict[str, Any]] = []
+    optd_group = {0: 0}
+    for k, hp in enumerate(hps[1:], start=1):
+        names = [m.name for m in members if m.group == k]
+        if names:
+            diff = {key: v for key, v in hp.items() if base.get(key) != v}
+            groups.append({"match": [_escape(n) for n in names]} | diff)
+            optd_group[k] = len(groups)
+    config = {
+        "optimizer": optimizer, "hyperparams": base, "dtype": dtype, "schedule": None,
+        "max_grad_norm": None, "check_finite": True, "groups": groups,
+    }  # fmt: skip
+    return config, optd_group
+
+
+def _pattern_group(config: Mapping[str, Any], name: str) -> int:
+    """The session's rule: the first group with a matching pattern, else group 0."""
+    for i, group in enumerate(config.get("groups") or []):
+        if any(fnmatchcase(name, pattern) for pattern in group["match"]):
+            return i + 1
+    return 0
+
+
 def from_torch_state_dict(
-    state_dict: Mapping[str, Any],
+    state_dict: Mapping[str, Any] | torch.optim.Optimizer,
     named_params: Iterable[tuple[str, torch.Tensor]],
     optimizer: str | None = None,
     *,
     dtype: str | None = None,
     template: Mapping[str, Any] | None = None,
+    include_unlisted: bool = False,
     **session_options: Any,
 ) -> Checkpoint:
-    """An optd checkpoint (load it with `session.load_state()`) from a torch optimizer's
-    `state_dict()` and the parameters it was built over, in the same order.
+    """An optd checkpoint (load it with `session.load_state()`) from a torch optimizer, or
+    its `state_dict()`, and the named parameters it was built over.
 
-    `dtype` defaults to float64 for float64 parameters, else float32. `template`, an
-    optd meta document, supplies config and options; otherwise they come from the
-    param_groups, plus `session_options` (`labels`, `max_grad_norm`, `schedule`, ...).
+    Parameters are matched by identity when the optimizer itself is passed, by the
+    `param_names` of each group when the optimizer was built from named parameters, and
+    by position only for a single group without names (then `named_params` must be exactly
+    the optimizer's parameters in its order); anything else is refused with ValueError.
+    Extra `named_params` (frozen ones the optimizer does not hold) are left out, or with
+    `include_unlisted` put in, never stepped, in the group their name falls into.
+
+    `optimizer` (e.g. "nadam") is checked against the state dict's keys, or inferred from
+    them. `dtype` defaults to float64 when every parameter is float64 and to float32 when
+    none is; a mix needs an explicit `dtype`. `template`, an optd meta document, supplies
+    config and options; otherwise they come from the param_groups plus `session_options`
+    (`labels`, `max_grad_norm`, `schedule`, ...).
     """
-    named = [(str(n), p) for n, p in named_params]
-    groups = list(state_dict["param_groups"])
-    ids = [i for g in groups for i in g["params"]]
-    if len(ids) != len(named):
-        raise ValueError(f"the state dict has {len(ids)} parameters, named_params {len(named)}")
+    matched = match(state_dict, named_params)
+    sd, members = matched.state_dict, matched.members
     if template is not None:
-        optimizer = str(template["config"]["optimizer"])
-    optimizer = optimizer or _infer_optimizer(groups[0])
-    _supported(optimizer)
-    if dtype is None:
-        dtype = template["config"].get("dtype") if template else None
-        dtype = dtype or ("float64" if named[0][1].dtype == torch.float64 else "float32")
+        wrote = str(template["config"]["optimizer"])
+        if optimizer is not None and optimizer != wrote:
+            raise ValueError(f"the template is a {wrote!r} session, not {optimizer!r}")
+        optimizer = wrote
+        dtype = dtype or template["config"].get("dtype")
+    optimizer = check_optimizer(sd, optimizer)
+    extra = matched.unlisted if include_unlisted else []
+    dtype = session_dtype([(m.name, m.param) for m in members] + extra, dtype)
     np_dtype = np.dtype(dtype)
-    hps = [_hyperparams(g) for g in groups]
-    position = {i: k for k, i in enumerate(ids)}
     t_steps: dict[str, int] = {}
     t_group: dict[str, int] = {}
     if template is not None:
         config = dict(template["config"])
         for (name, _, g), step in zip(template["layout"], template["steps"], strict=True):
             t_steps[name], t_group[name] = int(step), int(g)
+        optd_group: dict[int, int] = {}
     else:
-        base = hps[0]
-        config = {
-            "optimizer": optimizer, "hyperparams": base, "dtype": dtype, "schedule": None,
-            "max_grad_norm": None, "check_finite": True,
-            "groups": [
-                {"match": [_escape(named[position[i]][0]) for i in g["params"]]}
-                | {k: v for k, v in hp.items() if base.get(k) != v}
-                for g, hp in zip(groups[1:], hps[1:], strict=True)
-            ],
-        }  # fmt: skip
+        hps = [hyperparams(optimizer, g) for g in sd["param_groups"]]
+        config, optd_group = _new_config(optimizer, hps, members, dtype)
         config |= {k: v for k, v in session_options.items() if k in _CONFIG_KEYS}
     config["dtype"] = dtype
-    slots = list(dict.fromkeys(s for hp in _group_hps(config) for s in _slots(optimizer, hp)))
-    layout: list[list[Any]] = []
-    steps: list[int] = []
+    hps_of = group_hps(config)
+    all_slots = list(dict.fromkeys(s for hp in hps_of for s in slots(optimizer, hp)))
+    scalar_init = SCALARS.get(optimizer, {})
+    rows: list[tuple[int, str, torch.Tensor, int, dict[str, float]]] = []
     tensors: dict[str, np.ndarray[Any, Any]] = {}
-    per_slot: dict[str, dict[str, np.ndarray[Any, Any]]] = {s: {} for s in slots}
-    for g, group in enumerate(groups):
-        for i in group["params"]:
-            name, param = named[position[i]]
-            entry = state_dict["state"].get(i, {})
-            value = param.detach().cpu().numpy().astype(np_dtype)
-            tensors[f"{PARAM_SLOT}/{name}"] = value
-            layout.append([name, list(param.shape), t_group.get(name, g)])
-            if optimizer == "sgd":  # torch keeps no step count for SGD
-                steps.append(t_steps.get(name, 1 if "momentum_buffer" in entry else 0))
-            else:
-                steps.append(int(entry["step"]) if "step" in entry else 0)
-            for slot in slots:
-                arr = entry.get(slot)
-                per_slot[slot][name] = (
-                    np.zeros_like(value)
-                    if arr is None
-                    else arr.detach().cpu().numpy().astype(np_dtype)
-                )
-    for slot in slots:
-        tensors |= {f"{slot}/{n}": a for n, a in per_slot[slot].items()}
+    held = [(m.name, m.param, sd["state"].get(m.index, {}), m.group) for m in members]
+    for name, param, entry, torch_g in held + [(n, p, {}, -1) for n, p in extra]:
+        if name in t_group:
+            g = t_group[name]
+        elif torch_g in optd_group:
+            g = optd_group[torch_g]
+        else:
+            g = _pattern_group(config, name)
+        value = param.detach().cpu().numpy().astype(np_dtype)
+        tensors[f"{PARAM_SLOT}/{name}"] = value
+        if optimizer == "sgd":  # torch keeps no step count for SGD
+            step = t_steps.get(name, 1 if "momentum_buffer" in entry else 0)
+        else:
+            step = int(entry["step"]) if "step" in entry else 0
+        scalars = {k: float(entry[k]) if k in entry else v for k, v in scalar_init.items()}
+        rows.append((g, name, param, step, scalars))
+        for slot in all_slots:
+            arr = entry.get(slot)
+            tensors[f"{slot}/{name}"] = (
+                np.full_like(value, slot_fill(optimizer, slot, hps_of[g]))
+                if arr is None
+                else arr.detach().cpu().numpy().astype(np_dtype)
+            )
+    rows.sort(key=lambda row: row[0])  # a group is one contiguous range (stable)
     now = time.time()
     meta = {
         "format": 1,
@@ -218,10 +158,12 @@ def from_torch_state_dict(
             "mode": "async", "workers": None, "max_staleness": None, "staleness_lr": "none",
             "labels": {}, "ttl_s": None,
         } | {k: v for k, v in session_options.items() if k in _OPTION_KEYS},
-        "layout": layout,
-        "steps": steps,
-        "scalars": {},
-        "step": int(template["step"]) if template else max(steps, default=0),
+        "layout": [[name, list(param.shape), g] for g, name, param, _, _ in rows],
+        "steps": [step for _, _, _, step, _ in rows],
+        "scalars": {k: [row[4][k] for row in rows] for k in scalar_init},
+        "step": int(template["step"]) if template else max(
+            (row[3] for row in rows), default=0
+        ),
         "last_loss": template.get("last_loss") if template else None,
         "created_at": template.get("created_at", now) if template else now,
         "updated_at": now,

@@ -16,7 +16,8 @@ from typing import Any, overload
 import numpy as np
 import torch
 
-from optd_client._convert import TORCH_CLASSES, from_torch_state_dict, to_torch_state_dict
+from optd_client._convert import from_torch_state_dict, has_torch_layout, to_torch_state_dict
+from optd_client._torch_match import check_real, session_dtype
 from optd_client.client import Client, Session
 from optd_client.types import PARAM_SLOT, Checkpoint
 
@@ -26,6 +27,7 @@ __all__ = ["RemoteOptimizer", "from_torch_state_dict", "to_torch_state_dict"]
 _CARRIED = (
     "schedule max_grad_norm check_finite mode workers max_staleness staleness_lr labels ttl_s"
 )
+_NAMES = ("params", "param_names")
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray[Any, Any]:
@@ -55,6 +57,13 @@ class RemoteOptimizer(torch.optim.Optimizer):
     hyperparameters (`lr`, `betas`, ...) or session options (`dtype`, `schedule`,
     `max_grad_norm`, `labels`, ...), as in `Client.create_session`.
 
+    The session's dtype is float64 when every parameter is float64 and float32 when
+    none is. A model that mixes them needs `dtype=`: "float64" keeps every value but
+    updates float32 parameters in float64 (then rounds them), "float32" rounds the float64
+    ones; either differs from torch, which updates each in its own dtype. Complex (and
+    integer) parameters are refused with TypeError: the server holds real state only, and
+    torch's complex update (on `view_as_real`) cannot be reproduced from a flat array.
+
     `param_groups[0]` holds `lr` and the other hyperparameters; changes to it (by hand
     or by a torch LR scheduler) are sent with PATCH before the next step.
     """
@@ -72,16 +81,17 @@ class RemoteOptimizer(torch.optim.Optimizer):
         named = list(params)
         if not named or not all(isinstance(item, tuple) and len(item) == 2 for item in named):
             raise TypeError("RemoteOptimizer takes model.named_parameters(): (name, tensor) pairs")
-        self._names = [str(name) for name, _ in named]
+        named = [(str(name), p) for name, p in named]
+        check_real(named)  # before a session exists: complex would lose its imaginary part
+        self._names = [name for name, _ in named]
+        if session_id is None:  # a mix of float32 and float64 needs the caller's dtype=
+            options["dtype"] = session_dtype(named, options.get("dtype"))
         if isinstance(client, Client):
             self.client = client
         else:  # ours: close its connections when this optimizer goes away
             self.client = Client(client)
             weakref.finalize(self, self.client.close)
         if session_id is None:
-            if "dtype" not in options:
-                double = all(p.dtype == torch.float64 for _, p in named)
-                options["dtype"] = "float64" if double else "float32"
             arrays = {name: _numpy(p) for name, p in named}
             self.session: Session = self.client.create_session(optimizer, arrays, **options)
         else:
@@ -145,43 +155,79 @@ class RemoteOptimizer(torch.optim.Optimizer):
         return loss
 
     def state_dict(self) -> dict[str, Any]:
-        """The session's checkpoint as a torch state dict (Adam/AdamW/SGD layout), with
-        the optd meta document under `"optd"` so `load_state_dict` restores it exactly.
-        Other optimizers keep their slots under `"optd"]["tensors"]`."""
+        """The session's checkpoint as a torch state dict in the layout of the optimizer's
+        `torch.optim` class, with the optd meta document under `"optd"` so that
+        `load_state_dict` restores it exactly.
+
+        An optimizer torch has no class for (adabelief, lion), or settings torch cannot
+        express (`bias_correction=False`), keeps its slots under `["optd"]["tensors"]` and
+        lists no parameters in `param_groups`, so a `torch.optim` optimizer refuses to load
+        it (its group sizes differ) instead of silently starting from empty state."""
         ckpt = self.session.state()
         optd: dict[str, Any] = {"session": self.session.id, "version": ckpt.version}
         optd["meta"] = ckpt.meta
-        if self.optimizer_name in TORCH_CLASSES:
+        if has_torch_layout(ckpt.meta["config"]):
             return {**to_torch_state_dict(ckpt, self._names), "optd": optd}
         optd["tensors"] = {
             k: torch.from_numpy(v) for k, v in ckpt.tensors.items() if not k.startswith("param/")
         }
-        return {"state": {}, "param_groups": [self._public_group()], "optd": optd}
+        group = {k: v for k, v in self.param_groups[0].items() if k not in _NAMES}
+        return {"state": {}, "param_groups": [{**group, "params": []}], "optd": optd}
 
-    def _public_group(self) -> dict[str, Any]:
-        group = {k: v for k, v in self.param_groups[0].items() if k != "params"}
-        return {**group, "params": list(range(len(self._names)))}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+    def load_state_dict(self, state_dict: dict[str, Any] | torch.optim.Optimizer) -> None:
         """Restore optimizer state into the session; parameter values are the model's
-        current ones (load the model's own state dict first, as with torch)."""
-        optd = state_dict.get("optd") or {}
+        current ones (load the model's own state dict first, as with torch).
+
+        Takes a `state_dict()` of a RemoteOptimizer of the same optd optimizer, or a torch
+        optimizer of the matching class (or its state dict). Parameters are matched by name
+        (torch stores `param_names` when the optimizer was built from named parameters) or,
+        for a torch optimizer passed itself, by identity; a state dict with several groups
+        and no names is refused, since model order says nothing about them. Parameters
+        the state does not hold (frozen ones) start unstepped."""
         named = list(zip(self._names, self._params, strict=True))
-        if "tensors" in optd:
-            tensors = {k: np.array(v.detach().cpu().numpy()) for k, v in optd["tensors"].items()}
-            dtype = np.dtype(optd["meta"]["config"].get("dtype", "float32"))
-            tensors |= {f"{PARAM_SLOT}/{n}": _numpy(p).astype(dtype) for n, p in named}
-            ckpt = Checkpoint(tensors=tensors, meta=dict(optd["meta"]))
-        elif "meta" in optd:
-            ckpt = from_torch_state_dict(state_dict, named, template=optd["meta"])
+        if isinstance(state_dict, RemoteOptimizer):
+            state_dict = state_dict.state_dict()
+        optd = {} if isinstance(state_dict, torch.optim.Optimizer) else state_dict.get("optd")
+        if optd:
+            wrote = str(optd["meta"]["config"]["optimizer"])
+            if wrote != self.optimizer_name:
+                raise ValueError(
+                    f"this state dict is from a {wrote!r} session and this RemoteOptimizer "
+                    f"runs {self.optimizer_name!r}; load it into RemoteOptimizer(..., {wrote!r})"
+                )
+        if optd and "tensors" in optd:
+            ckpt = self._optd_checkpoint(optd, named)
+        elif optd:
+            ckpt = from_torch_state_dict(
+                state_dict, named, template=optd["meta"], include_unlisted=True
+            )
         else:  # a plain torch state dict: keep this session's own settings
             info = self.session.info()
             keep = {k: info[k] for k in _CARRIED.split() if info.get(k) is not None}
             ckpt = from_torch_state_dict(
-                state_dict, named, self.optimizer_name, dtype=info["dtype"], **keep
+                state_dict,
+                named,
+                self.optimizer_name,
+                dtype=info["dtype"],
+                include_unlisted=True,
+                **keep,
             )
         self.session.load_state(ckpt)
         info = self.session.info()
         hyper = {k: tuple(v) if isinstance(v, list) else v for k, v in info["hyperparams"].items()}
         self.param_groups[0].update(hyper)
         self._synced = {k: _plain(v) for k, v in hyper.items()}
+
+    @staticmethod
+    def _optd_checkpoint(optd: dict[str, Any], named: list[tuple[str, torch.Tensor]]) -> Checkpoint:
+        """The checkpoint of a state dict that keeps its slots in optd form."""
+        held = sorted(str(name) for name, _, _ in optd["meta"]["layout"])
+        if held != sorted(name for name, _ in named):
+            raise ValueError(
+                f"the state dict holds parameters {held[:5]}..., not this model's; an optd "
+                "state of an optimizer without a torch class is loaded by exact names"
+            )
+        tensors = {k: np.array(v.detach().cpu().numpy()) for k, v in optd["tensors"].items()}
+        dtype = np.dtype(optd["meta"]["config"].get("dtype", "float32"))
+        tensors |= {f"{PARAM_SLOT}/{n}": _numpy(p).astype(dtype) for n, p in named}
+        return Checkpoint(tensors=tensors, meta=dict(optd["meta"]))

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from importlib.util import find_spec
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -127,3 +127,20 @@ def server_url(request: pytest.FixtureRequest) -> Iterator[str]:
     finally:
         for proc in procs:
             proc.stop()
+
+
+@pytest.fixture(params=["float32", "float64"])
+def torch_dtype(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A torch dtype for a test's parameters, also set as torch's default dtype while the
+    test runs: torch keeps scalar state (`step`, NAdam's `mu_product`) in the default
+    dtype, so a float64 run must not round it to float32 (as testdata/gen_torch_vectors.py
+    does). Typed `Any` because torch is optional here."""
+    import torch
+
+    dtype = getattr(torch, request.param)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield dtype
+    finally:
+        torch.set_default_dtype(before)
