@@ -54,6 +54,9 @@ for kind in link tgz; do
   cp "$tmp/step.mjs" "$dir/" && (cd "$dir" && node step.mjs "$kind")
 done
 
+# A directory `replace` does not check the module line of the target's go.mod: check it here.
+gomod="$(cd "$root/clients/go" && go list -m)"
+[ "$gomod" = github.com/optd-dev/optd/clients/go ] || { echo "clients/go/go.mod says module $gomod" >&2; exit 1; }
 mkdir "$tmp/go-mod"
 cat >"$tmp/go-mod/main.go" <<'EOF'
 package main
