@@ -134,7 +134,7 @@ def test_curl_quick_start(server: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["httpx", "python-sdk"])
 def test_python_example(server: str, tmp_path: Path, name: str) -> None:
     code = block(name)
-    script = tmp_path / f"{name}.py"
+    script = tmp_path / f"readme_{name.replace('-', '_')}.py"  # not httpx.py: it shadows httpx
     script.write_text(aimed_at(code, server))
     r = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120
