@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from app import __version__
-from app.api import errors
+from app.api import docs, errors
 from app.api.deps import authorize
 from app.api.routes import health, optimizers, sessions, state, step
 from app.core.auth import KeyRing, auth_enabled
@@ -84,11 +84,14 @@ def create_app(settings: Settings | None = None, store: SessionStore | None = No
         version=__version__,
         description="Optimizer-as-a-service: Adam-family optimizer state behind /step.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc: docs.install serves them from local files, no CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.keyring = keyring if auth_on else None
     errors.install(app)
+    docs.install(app)
     for module in (sessions, step, state, optimizers):
         app.include_router(module.router, dependencies=[Depends(authorize)])
     app.include_router(health.router)

@@ -58,3 +58,6 @@ step "TypeScript SDK (npm ci, tsc, node --test)"
 
 step "Go SDK (gofmt, go vet, go test)"
 (cd clients/go && test -z "$(gofmt -l .)" && go vet ./... && go test -count=1 ./...)
+
+step "SDKs install from this checkout into scratch projects (npm install <dir>, npm pack; go replace)"
+bash scripts/check_sdk_install.sh

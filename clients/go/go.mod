@@ -1,3 +1,3 @@
-module optd
+module github.com/optd-dev/optd/clients/go
 
 go 1.19

@@ -13,7 +13,7 @@ import (
 	"math/rand"
 	"os"
 
-	"optd"
+	optd "github.com/optd-dev/optd/clients/go"
 )
 
 func main() {

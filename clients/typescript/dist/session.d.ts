@@ -1,0 +1,44 @@
+/** `Session`: one optimizer session on the server. */
+import type { OptdClient } from "./client.js";
+import { type TensorInputs } from "./tensors.js";
+import type { Checkpoint, ParamsOptions, ParamsResult, SessionInfo, SessionOptions, StepOptions, StepResult } from "./types.js";
+export declare class Session {
+    private readonly client;
+    readonly id: string;
+    /** Default worker id sent with every step (sync mode needs one per worker). */
+    worker?: string | undefined;
+    /** The session's version as of the last response this object received. */
+    version: number | undefined;
+    /** What the last `step()` returned, besides the parameters. */
+    last: Omit<StepResult, "params"> | undefined;
+    constructor(client: OptdClient, id: string, 
+    /** Default worker id sent with every step (sync mode needs one per worker). */
+    worker?: string | undefined);
+    private path;
+    /** Apply gradients (all parameters or a subset); resolves with the new parameters. */
+    step(grads: TensorInputs, options?: StepOptions): Promise<StepResult>;
+    /** A sync step that waited in vain (202): long-poll for the round's version + 1. */
+    private awaitBarrier;
+    /** Current parameters; with `minVersion` and `wait`, long-polls (compare `version`). */
+    params(options?: ParamsOptions): Promise<ParamsResult>;
+    /** Overwrite some or all parameter values, keeping the optimizer state. */
+    setParams(params: TensorInputs, options?: {
+        ifMatch?: number;
+    }): Promise<number>;
+    /** PATCH: hyperparameters by torch name (`lr`, ...) or `schedule`, `max_grad_norm`,
+     * `check_finite`, `max_staleness`, `staleness_lr`, `labels`, `ttl_s`. */
+    update(changes: SessionOptions, options?: {
+        ifMatch?: number;
+    }): Promise<SessionInfo>;
+    /** The full checkpoint: params, every optimizer slot, step counts and config. */
+    state(): Promise<Checkpoint>;
+    /** Restore a checkpoint into this session (created under this id when absent). */
+    loadState(checkpoint: Checkpoint, options?: {
+        ifMatch?: number;
+    }): Promise<number>;
+    /** Config, version, step counts, parameter shapes, current lr, last loss. */
+    info(): Promise<SessionInfo>;
+    delete(): Promise<void>;
+}
+/** `{param name: tensor}` of one slot (`param`, `exp_avg`, ...) of a checkpoint. */
+export declare function checkpointSlot(checkpoint: Checkpoint, slot: string): Checkpoint["tensors"];

@@ -1,0 +1,123 @@
+/** Request and response shapes of the optd API (field names are the server's JSON names). */
+import type { Tensor, TensorInputs, Tensors } from "./tensors.js";
+export type Wire = "safetensors" | "json";
+export interface ClientOptions {
+    /** Default http://127.0.0.1:8000. */
+    baseUrl?: string;
+    /** Sent as `Authorization: Bearer <key>`. */
+    apiKey?: string;
+    /** How tensors travel (default "safetensors"). */
+    wire?: Wire;
+    /** Retries after the first attempt (default 5), see `retryDelay`. */
+    retries?: number;
+    backoffMs?: number;
+    maxBackoffMs?: number;
+    /** Per attempt (default 120 s); long-polls add their wait. */
+    timeoutMs?: number;
+    /** How long a sync-mode step may wait for its round in total (default 600 s). */
+    barrierTimeoutMs?: number;
+    /** `wait` of each long-poll after a 202 (default 30 s). */
+    pollWaitS?: number;
+    headers?: Record<string, string>;
+    /** A fetch implementation (default the global one). */
+    fetch?: typeof fetch;
+}
+export interface Schedule {
+    name: "constant" | "linear_warmup" | "cosine" | "inverse_sqrt" | "step" | "exponential";
+    [option: string]: unknown;
+}
+/** Session options; any other key is a hyperparameter by its torch name (`lr`, `betas`, ...). */
+export interface SessionOptions {
+    hyperparams?: Record<string, unknown>;
+    dtype?: "float32" | "float64";
+    schedule?: Schedule | null;
+    max_grad_norm?: number | null;
+    check_finite?: boolean;
+    groups?: Record<string, unknown>[];
+    mode?: "async" | "sync";
+    workers?: number | null;
+    max_staleness?: number | null;
+    staleness_lr?: "none" | "inverse";
+    labels?: Record<string, string>;
+    ttl_s?: number | null;
+    [hyperparam: string]: unknown;
+}
+export interface CreateSessionRequest extends SessionOptions {
+    optimizer: string;
+    params: TensorInputs;
+}
+/** `GET /v1/sessions/{id}`, also returned by create and update. */
+export interface SessionInfo {
+    id: string;
+    optimizer: string;
+    hyperparams: Record<string, unknown>;
+    dtype: "float32" | "float64";
+    mode: "async" | "sync";
+    version: number;
+    step: number;
+    lr: number;
+    last_loss: number | null;
+    num_params: number;
+    state_bytes: number;
+    params: Record<string, {
+        shape: number[];
+        step: number;
+    }> | null;
+    labels: Record<string, string>;
+    created_at: number;
+    updated_at: number;
+    [field: string]: unknown;
+}
+export interface StepOptions {
+    /** The version the gradient was computed on (staleness checks, sync rounds). */
+    baseVersion?: number;
+    /** Worker id (sync mode needs one per worker); defaults to the session's `worker`. */
+    worker?: string;
+    loss?: number;
+    /** Seconds a sync-mode step may wait on the server for its round (server default 30). */
+    wait?: number;
+    /** Only the stepped parameters come back (`?return=updated`). */
+    onlyUpdated?: boolean;
+    /** The step applies only at this version (`If-Match`), else 412. */
+    ifMatch?: number;
+    /** Default: a fresh UUID per call, reused by its retries. */
+    idempotencyKey?: string;
+}
+export interface Barrier {
+    version: number;
+    have: number;
+    need: number;
+}
+export interface StepResult {
+    params: Tensors;
+    version: number;
+    /** Steps applied to the session; undefined after a 202 barrier (see `barrier`). */
+    step?: number;
+    lr?: number;
+    gradNorm?: number;
+    staleness?: number | null;
+    /** The server replayed a stored answer to this Idempotency-Key. */
+    replayed: boolean;
+    /** Set when the round was not complete within `wait` (202) and the client long-polled. */
+    barrier?: Barrier;
+}
+export interface ParamsOptions {
+    names?: string[];
+    /** Long-poll until the session reaches this version or `wait` seconds pass. */
+    minVersion?: number;
+    wait?: number;
+}
+export interface ParamsResult {
+    version: number;
+    params: Tensors;
+}
+/** A full checkpoint: tensors `<slot>/<param name>` and the server's meta document. */
+export interface Checkpoint {
+    version: number;
+    meta: Record<string, unknown>;
+    tensors: Record<string, Tensor>;
+}
+export interface SessionPage {
+    sessions: SessionInfo[];
+    nextCursor: string | null;
+}
