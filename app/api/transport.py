@@ -60,8 +60,13 @@ def response_format(request: Request) -> Format:
 _response_format = functools.lru_cache(maxsize=64)(negotiate.response_format)
 
 
+# The member of each JSON body that holds its tensors: in large bodies their arrays are
+# parsed straight into numpy (app.codec.json_numbers) instead of into Python floats.
+_TENSORS_AT = {"session": "params", "step": "grads", "params": "params", "checkpoint": "tensors"}
+
+
 def parse_json_object(body: bytes, what: str, allowed: set[str] | None = None) -> dict[str, Any]:
-    obj = json_tensors.parse_body(body)
+    obj = json_tensors.parse_body(body, tensors_at=_TENSORS_AT.get(what))
     if not isinstance(obj, dict):
         raise InvalidBody(f"{what}: the body must be a JSON object")
     unknown = set(obj) - allowed if allowed is not None else set()
