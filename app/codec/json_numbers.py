@@ -28,9 +28,10 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-MIN_BODY = 1 << 20
-"""Smaller bodies go straight to orjson: at 1e3 parameters the scan would cost more than
-it saves, and a small body cannot blow memory up."""
+MIN_BODY = 2 << 20
+"""Smaller bodies go straight to orjson, which is faster there (1 MiB: 7.1 ms against 8.0;
+2 MiB: even; 10 MiB: 90 ms against 70, measured), and a small body cannot blow memory
+up."""
 MIN_SPAN = 4096
 """Arrays of less text than this stay with orjson (shapes, betas, small biases)."""
 PIECE = 1 << 14
@@ -117,18 +118,23 @@ def _array(body: bytes, start: int, stop: int) -> Numbers | None:
     nested = body.find(b"[", start + 1, stop) >= 0
     out = np.empty(count, dtype=np.float64)
     skeleton = [b"["]
+    view, scratch = memoryview(body), bytearray(b"[")
     filled, pos, last = 0, start + 1, stop - 1
     while True:
         comma = body.find(b",", pos + PIECE, last) if pos + PIECE < last else -1
-        piece = body[pos : last if comma < 0 else comma]
+        end = last if comma < 0 else comma
         if nested:
+            piece = body[pos:end]
             marks = piece.translate(_NUMBER_TO_N, _WS)
             if b"n[" in marks or b"]n" in marks:
                 return None
             skeleton.append(marks.translate(None, b"n"))
-            piece = piece.translate(_BRACKETS_TO_SPACES)
+            scratch[1:] = piece.translate(_BRACKETS_TO_SPACES)
+        else:
+            scratch[1:] = view[pos:end]  # `[piece]` with one copy
+        scratch.append(0x5D)
         try:
-            values = orjson.loads(b"[" + piece + b"]")
+            values = orjson.loads(scratch)
         except orjson.JSONDecodeError:
             return None
         if filled + len(values) > count:
