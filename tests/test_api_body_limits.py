@@ -74,7 +74,7 @@ def test_the_smaller_limit_wins_and_safetensors_keeps_the_body_limit(make_client
     assert "OPTD_MAX_BODY_MB (1 MiB)" in problem["detail"]
     as_json, _ = step_bodies(params)
     r = client.post("/v1/sessions", content=as_json.replace(b"grads", b"params"))
-    assert "OPTD_MAX_JSON_MB (1 MiB)" in assert_problem(r, 413, "too-large")["detail"]
+    assert "OPTD_MAX_BODY_MB (1 MiB)" in assert_problem(r, 413, "too-large")["detail"]
     # an unsupported Content-Type is still a 415 when it is small
     r = client.post("/v1/sessions", content=b"x", headers={"content-type": "text/csv"})
     assert_problem(r, 415, "unsupported-media-type")

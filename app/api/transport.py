@@ -72,15 +72,16 @@ def _limit(request: Request, settings: Settings) -> tuple[int, str]:
         fmt = request_format(request)
     except UnsupportedMediaType:
         fmt = "json"  # refused with 415 by the route, once it has the (small) body
-    if fmt == "safetensors":
+    if fmt == "safetensors" or settings.max_body_mb <= settings.max_json_mb:
         mb = settings.max_body_mb
         how = "send fewer parameters per request or raise the limit"
         return settings.max_body_bytes, f"OPTD_MAX_BODY_MB ({mb:g} MiB); {how}"
-    mb = min(settings.max_json_mb, settings.max_body_mb)
+    mb = settings.max_json_mb
     return int(mb * 2**20), (
-        f"the JSON limit OPTD_MAX_JSON_MB ({mb:g} MiB); JSON costs several times its size to "
-        "parse, so send large tensors as safetensors (Content-Type: application/x-safetensors, "
-        f"up to OPTD_MAX_BODY_MB, {settings.max_body_mb:g} MiB) or raise the limit"
+        f"the JSON limit OPTD_MAX_JSON_MB ({mb:g} MiB); a JSON body costs a few times its "
+        "size in memory, so send large tensors as safetensors (Content-Type: "
+        f"application/x-safetensors, up to OPTD_MAX_BODY_MB, {settings.max_body_mb:g} MiB) "
+        "or raise the limit"
     )
 
 
