@@ -23,6 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
         ("workers", "OPTD_WORKERS"),
         ("redis_url", "OPTD_REDIS_URL"),
         ("max_body_mb", "OPTD_MAX_BODY_MB"),
+        ("max_json_mb", "OPTD_MAX_JSON_MB"),
         ("log_level", "OPTD_LOG_LEVEL"),
     ):
         value = getattr(args, flag)
@@ -116,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         help="OPTD_REDIS_WAIT_REPLICAS: acknowledge a step once N replicas have it",
     )
     serve.add_argument("--max-body-mb", type=float, help="OPTD_MAX_BODY_MB (default 512)")
+    serve.add_argument(
+        "--max-json-mb", type=float, help="OPTD_MAX_JSON_MB: JSON bodies (default 64)"
+    )
     serve.add_argument("--log-level", help="OPTD_LOG_LEVEL (default info)")
     sub.add_parser("version", help="print the version")
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys", required=True)

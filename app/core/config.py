@@ -26,6 +26,12 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1)
     log_level: str = "info"
     max_body_mb: float = Field(512, gt=0, description="413 above this")
+    max_json_mb: float = Field(
+        64,
+        gt=0,
+        description="413 for JSON bodies above this (parsing JSON takes a few times the body "
+        "in memory; safetensors bodies go up to max_body_mb)",
+    )
     max_header_bytes: int = Field(16 * 2**20, gt=0, description="safetensors header limit")
     max_tensors: int = Field(100_000, gt=0, description="tensors per request / session")
     max_name_bytes: int = Field(512, gt=0)

@@ -24,6 +24,17 @@ class StepInfo:
     updated: tuple[str, ...]  # names of the stepped tensors
 
 
+_ONE_VALUE = ((), (1,))
+
+
+def same_shape(got: tuple[int, ...], want: tuple[int, ...]) -> bool:
+    """A gradient must have its parameter's shape: a [6] for a [2, 3] was once taken for
+    having the size, which let a transposed or mis-flattened gradient through silently
+    (issue #16). One value may be sent as a scalar or as [1], whichever the parameter is,
+    as torch broadcasts between the two and JSON clients write either."""
+    return tuple(got) == want or (tuple(got) in _ONE_VALUE and want in _ONE_VALUE)
+
+
 def assemble_grads(
     layout: Layout, grads: Mapping[str, np.ndarray], dtype: np.dtype[Any]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -45,9 +56,10 @@ def assemble_grads(
                 errors=[{"loc": f"grads.{name}", "msg": "unknown parameter"}],
             )
         spec = layout.specs[i]
-        if tuple(g.shape) != spec.shape and not (g.ndim == 1 and g.size == spec.size):
+        if not same_shape(g.shape, spec.shape):
             raise InvalidTensor(
-                f"grads: {name!r} has shape {list(g.shape)}, the parameter has {list(spec.shape)}",
+                f"grads: {name!r} has shape {list(g.shape)}, the parameter has {list(spec.shape)}; "
+                "send each gradient in its parameter's shape",
                 errors=[{"loc": f"grads.{name}", "msg": "shape mismatch"}],
             )
         with np.errstate(over="ignore"):
@@ -70,7 +82,7 @@ def contiguous_grads(
     for (name, g), spec in zip(grads.items(), specs, strict=True):
         if name != spec.name or g.dtype != dtype or g.size != spec.size:
             return None
-        if tuple(g.shape) != spec.shape and g.ndim != 1:
+        if not same_shape(g.shape, spec.shape):
             return None  # assemble_grads names the mismatch
         if not g.flags.c_contiguous:
             return None
