@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI
 from app import __version__
 from app.api import docs, errors
 from app.api.deps import authorize
-from app.api.routes import health, optimizers, sessions, state, step
+from app.api.routes import health, optimizers, sessions, state, step, workers
 from app.core.auth import KeyRing, auth_enabled
 from app.core.config import Settings
 from app.core.malloc import keep_freed_memory
@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None, store: SessionStore | None = No
     app.state.keyring = keyring if auth_on else None
     errors.install(app)
     docs.install(app)
-    for module in (sessions, step, state, optimizers):
+    for module in (sessions, step, state, workers, optimizers):
         app.include_router(module.router, dependencies=[Depends(authorize)])
     app.include_router(health.router)
     # POST /step, the hot path, is matched first and skips FastAPI's dependency machinery

@@ -162,7 +162,13 @@ def test_sync_timeout_replay_and_late(two_apis: list[str]) -> None:
     with httpx.Client(timeout=30) as http:
         r = http.post(a + step + "?wait=0.2", json={"grads": {"x": [1.0]}, "worker": "w0"})
         assert r.status_code == 202
-        assert r.json() == {"barrier": {"version": 0, "have": 1, "need": 2}}
+        barrier = r.json()["barrier"]
+        assert {k: barrier[k] for k in ("version", "have", "need")} == {
+            "version": 0,
+            "have": 1,
+            "need": 2,
+        }
+        assert barrier["contributors"] == ["w0"] and barrier["closes_in_s"] is None
         # the same worker again is a replay, not a second vote
         r = http.post(b + step + "?wait=0.2", json={"grads": {"x": [5.0]}, "worker": "w0"})
         assert r.status_code == 202 and r.json()["barrier"]["have"] == 1

@@ -24,6 +24,7 @@ import numpy as np
 from app.core.auth import Caller
 from app.core.config import Settings
 from app.engine import checkpoints, sessions
+from app.engine.members import Members
 from app.engine.rounds import Rounds
 from app.engine.steps import Steps
 from app.engine.txn import Loaded, Transactions
@@ -56,6 +57,7 @@ class Engine:
         self.txn = Transactions(store, settings, metrics)
         self._steps = Steps(self.txn)
         self._rounds = Rounds(self.txn, settings.max_wait_s)
+        self._members = Members(self.txn, self._rounds)
         self._owns_store = False
 
     @classmethod
@@ -191,6 +193,17 @@ class Engine:
                 with contextlib.suppress(Exception):
                     await self.store.release_idempotency(sid, key, fingerprint)
 
+    # --- the workers of a sync session (elastic rounds) ---
+
+    async def join_worker(self, sid: str, caller: Caller, worker: str) -> dict[str, Any]:
+        return await self._members.join(sid, caller, worker)
+
+    async def leave_worker(self, sid: str, caller: Caller, worker: str) -> None:
+        await self._members.leave(sid, caller, worker)
+
+    async def list_workers(self, sid: str, caller: Caller) -> dict[str, Any]:
+        return await self._members.list(sid, caller)
+
     # --- params and checkpoints ---
 
     async def get_params(
@@ -200,8 +213,15 @@ class Engine:
         names: list[str] | None = None,
         min_version: int | None = None,
         wait: float = 0.0,
+        worker: str | None = None,
     ) -> tuple[int, dict[str, np.ndarray]]:
-        return await checkpoints.get_params(self.txn, sid, caller, names, min_version, wait)
+        """Current params; `worker` (Optd-Worker) renews that worker's lease."""
+        version, params, meta = await checkpoints.get_params(
+            self.txn, sid, caller, names, min_version, wait
+        )
+        if worker:
+            await self._members.seen(sid, meta, worker)
+        return version, params
 
     async def put_params(
         self,

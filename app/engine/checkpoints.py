@@ -34,7 +34,7 @@ async def get_params(
     names: list[str] | None,
     min_version: int | None,
     wait: float,
-) -> tuple[int, dict[str, np.ndarray]]:
+) -> tuple[int, dict[str, np.ndarray], SessionMeta]:
     """Current params; with min_version, wait up to `wait` s for the session to reach it."""
     await txn.read(sid, caller, [])  # another tenant's session is a 404 before any waiting
     if min_version is not None and wait > 0:
@@ -49,7 +49,7 @@ async def get_params(
     unknown = [n for n in wanted if n not in cur.meta.layout.index]
     if unknown:
         raise InvalidTensor(f"names: unknown parameter(s) {unknown[:5]}")
-    return cur.version, {n: state.view(PARAM, n) for n in wanted}
+    return cur.version, {n: state.view(PARAM, n) for n in wanted}, cur.meta
 
 
 async def put_params(

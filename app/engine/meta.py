@@ -64,6 +64,21 @@ class SessionOptions(BaseModel):
 
     mode: Literal["async", "sync"] = Field("async", description="DESIGN §4")
     workers: int | None = Field(None, ge=1, description="sync mode: gradients per round")
+    min_workers: int | None = Field(
+        None, ge=1, description="sync mode: a round may close early with this many (<= workers)"
+    )
+    round_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        le=86_400,
+        description="sync mode: close this long after a round's first gradient",
+    )
+    worker_lease_s: float | None = Field(
+        None,
+        gt=0,
+        le=86_400,
+        description="sync mode: a worker is live this long after it was heard from",
+    )
     max_staleness: int | None = Field(None, ge=0)
     staleness_lr: Literal["none", "inverse"] = "none"
     labels: dict[str, str] = Field(default_factory=dict)
@@ -80,6 +95,13 @@ class SessionOptions(BaseModel):
     def _sync_needs_workers(self) -> Self:
         if self.mode == "sync" and self.workers is None:
             raise ValueError("mode 'sync' needs workers: the number of gradients per round")
+        elastic = (self.min_workers, self.round_timeout_s, self.worker_lease_s)
+        if self.mode != "sync" and any(v is not None for v in elastic):
+            raise ValueError(
+                "min_workers, round_timeout_s and worker_lease_s apply to mode 'sync' only"
+            )
+        if self.min_workers is not None and self.min_workers > (self.workers or 0):
+            raise ValueError(f"min_workers {self.min_workers} is more than workers {self.workers}")
         return self
 
 

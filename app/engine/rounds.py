@@ -13,6 +13,11 @@ summed in float64 in worker-id order, divided by the number of contributions, an
 converted to the state dtype, so N workers give the same bits as one worker sending
 that mean. A parameter a worker did not send counts as a zero gradient from it (as
 DDP treats unused parameters); parameters no worker sent are not stepped.
+
+Elastic rounds (`min_workers`, `round_timeout_s`, `worker_lease_s`): when a round may
+close early, and with whom, is `quorum.status`; members are tracked in the store
+(`member_touch`). A round whose mean the optimizer refuses (a non-finite step) is
+discarded, so the next contributions start it afresh instead of meeting the same 422.
 """
 
 from __future__ import annotations
@@ -24,22 +29,40 @@ import numpy as np
 
 from app.codec import safetensors
 from app.core.auth import Caller
+from app.engine import quorum
 from app.engine.meta import SessionMeta
 from app.engine.txn import Commit, Loaded, Skip, Transactions
 from app.engine.types import BarrierPending, StepOutcome, StepRequest
 from app.optim import PARAM, assemble_grads, run_step
 from app.optim.state import TensorSpec
-from app.problems import Conflict, InvalidBody, InvalidTensor, StaleGradient
+from app.problems import Conflict, InvalidBody, InvalidTensor, Problem, StaleGradient
 
 POLL_S = 0.01
-RECOVER_AFTER_S = 1.0  # a full round still open after this: its closer died, close it here
+STATUS_EVERY_S = 0.05  # elastic rounds: how often a waiter re-evaluates the quorum
+RECOVER_AFTER_S = 1.0  # a ready round still open after this: its closer died, close it here
 ROUND_TTL_S = 86_400  # an abandoned round's gradients expire (or with the session's TTL)
+
+
+def _elastic(meta: SessionMeta) -> bool:
+    o = meta.options
+    return any(v is not None for v in (o.min_workers, o.round_timeout_s, o.worker_lease_s))
+
+
+def member_ttl(meta: SessionMeta) -> int:
+    return meta.options.ttl_s or ROUND_TTL_S
 
 
 class Rounds:
     def __init__(self, txn: Transactions, max_wait_s: float) -> None:
         self.txn = txn
         self.max_wait_s = max_wait_s
+
+    async def status(self, sid: str, meta: SessionMeta, version: int) -> quorum.RoundStatus:
+        """The open round on `version`: who contributed, who is missing, may it close."""
+        store = self.txn.store
+        workers, opened = await store.barrier_workers(sid, version)
+        members = await store.members(sid) if meta.options.worker_lease_s is not None else {}
+        return quorum.status(meta.options, version, workers, members, opened, time.time())
 
     async def contribute(
         self,
@@ -51,10 +74,9 @@ class Rounds:
     ) -> StepOutcome | BarrierPending:
         """Add the worker's gradient to the round on the session's version (`cur`, loaded
         by the step that found the session in sync mode, If-Match already checked), close
-        the round if it is full, and wait up to `wait` s for it to close."""
+        the round if it may close, and wait up to `wait` s for it to close."""
         store, meta = self.txn.store, cur.meta
-        need = meta.options.workers or 1
-        if req.worker is None:
+        if not req.worker:
             raise InvalidBody("sync mode: every step needs a worker id (`worker` / Optd-Worker)")
         version = cur.version
         base = version if req.base_version is None else req.base_version
@@ -74,8 +96,10 @@ class Rounds:
                 )
         if base < version:
             # The round on `base` is closed. The same worker asking again is a replay.
-            if base == version - 1 and req.worker in await store.barrier_get(sid, base):
-                return await self._result(sid, caller)
+            if base == version - 1:
+                contributed, _ = await store.barrier_workers(sid, base)
+                if req.worker in contributed:
+                    return await self._result(sid, caller, base)
             raise StaleGradient(
                 f"the sync round on version {base} is closed (the session is at {version}); "
                 "fetch the params and send the gradient for the current version",
@@ -84,26 +108,42 @@ class Rounds:
         blob = safetensors.encode(
             {s.name: flat[s.offset : s.offset + s.size] for s in _specs(meta, stepped)}
         )
-        ttl = meta.options.ttl_s or ROUND_TTL_S
-        have, _ = await store.barrier_add(sid, base, req.worker, blob, ttl)
-        if have >= need:
+        ttl = member_ttl(meta)
+        have, added = await store.barrier_add(sid, base, req.worker, blob, ttl)
+        await store.member_touch(sid, req.worker, time.time(), base if added else None, ttl)
+        elastic = _elastic(meta)
+        need = meta.options.workers or 1
+        ready = have >= need or (elastic and (await self.status(sid, meta, base)).ready)
+        if ready:
             await self.close(sid, caller, base)
         deadline = time.monotonic() + min(wait, self.max_wait_s)
-        full_since = time.monotonic() if have >= need else None
+        ready_since = time.monotonic() if ready else None
+        checked = time.monotonic()
         while True:
             if await self.txn.version(sid) > base:
-                return await self._result(sid, caller)
+                return await self._result(sid, caller, base)
             now = time.monotonic()
             if now >= deadline:
-                have = await store.barrier_count(sid, base)
-                return BarrierPending(base, have, need)
-            if full_since is None:
-                if await store.barrier_count(sid, base) >= need:
-                    full_since = now
-            elif now - full_since > RECOVER_AFTER_S:
+                st = await self.status(sid, meta, base)
+                return BarrierPending(base, st.have, st.need, st.public())
+            if ready_since is None:
+                if elastic and now - checked >= STATUS_EVERY_S:
+                    checked = now
+                    if (await self.status(sid, meta, base)).ready:
+                        await self.close(sid, caller, base)  # e.g. the timeout ran out
+                        ready_since = now
+                elif not elastic and await store.barrier_count(sid, base) >= need:
+                    ready_since = now
+            elif now - ready_since > RECOVER_AFTER_S:
                 await self.close(sid, caller, base)
-                full_since = now
+                ready_since = now
             await asyncio.sleep(POLL_S)
+
+    async def maybe_close(self, sid: str, caller: Caller, meta: SessionMeta, version: int) -> None:
+        """Close the open round if the quorum allows it now (a heartbeat or a listing
+        notices a timeout that ran out while no contributor was waiting)."""
+        if meta.options.mode == "sync" and (await self.status(sid, meta, version)).ready:
+            await self.close(sid, caller, version)
 
     async def close(self, sid: str, caller: Caller, base: int) -> None:
         """Average the round's contributions and commit them as one step on `base`. Safe
@@ -116,7 +156,11 @@ class Rounds:
                 return Skip(False)
             contributions = await txn.store.barrier_get(sid, base)
             meta = cur.meta
-            if len(contributions) < (meta.options.workers or 1):
+            if _elastic(meta):
+                ready = (await self.status(sid, meta, base)).ready
+            else:
+                ready = len(contributions) >= (meta.options.workers or 1)
+            if not ready or not contributions:
                 return Skip(False)
             cfg = meta.config.resolve()
             layout = meta.layout
@@ -142,21 +186,32 @@ class Rounds:
             meta.updated_at = time.time()
             return Commit(meta, state.slots, True)
 
-        _, closed = await txn.write(sid, caller, body)
+        try:
+            _, closed = await txn.write(sid, caller, body)
+        except Problem as exc:
+            if exc.status == 422:
+                # the mean itself is refused (e.g. it overflows): drop the round, or every
+                # later gradient for this version would meet the same refusal
+                await txn.store.barrier_clear(sid, base)
+            raise
         if closed:
             txn.metrics.steps.inc()
             if base > 0:
                 # keep this round (replays of its workers); the one before is no longer needed
                 await txn.store.barrier_clear(sid, base - 1)
 
-    async def _result(self, sid: str, caller: Caller) -> StepOutcome:
+    async def _result(self, sid: str, caller: Caller, base: int) -> StepOutcome:
         cur = await self.txn.read(sid, caller, [PARAM])
         meta = cur.meta
         state = meta.state(cur.slots)
         names = tuple(s.name for s in meta.layout.specs)
         params = {n: state.view(PARAM, n) for n in names}
         lr, norm = meta.last_lr or 0.0, meta.last_grad_norm or 0.0
-        return StepOutcome(cur.version, meta.step, lr, norm, 0, names, params)
+        out = StepOutcome(cur.version, meta.step, lr, norm, 0, names, params)
+        if cur.version == base + 1:  # the round this worker was in: name who was in it
+            st = await self.status(sid, meta, base)
+            out.contributors, out.missing = st.contributors, st.missing
+        return out
 
 
 def _specs(meta: SessionMeta, stepped: np.ndarray) -> list[TensorSpec]:

@@ -34,7 +34,17 @@ CONFIG_KEYS = (
     "check_finite",
     "groups",
 )
-OPTION_KEYS = ("mode", "workers", "max_staleness", "staleness_lr", "labels", "ttl_s")
+OPTION_KEYS = (
+    "mode",
+    "workers",
+    "min_workers",
+    "round_timeout_s",
+    "worker_lease_s",
+    "max_staleness",
+    "staleness_lr",
+    "labels",
+    "ttl_s",
+)
 PATCHABLE = (
     "hyperparams",
     "schedule",
@@ -44,6 +54,10 @@ PATCHABLE = (
     "staleness_lr",
     "labels",
     "ttl_s",
+    "workers",
+    "min_workers",
+    "round_timeout_s",
+    "worker_lease_s",
 )
 
 

@@ -33,6 +33,7 @@ class BarrierPending:
     version: int
     have: int
     need: int
+    round: dict[str, Any] = field(default_factory=dict)  # quorum.RoundStatus.public()
 
 
 @dataclass
@@ -45,12 +46,18 @@ class StepOutcome:
     updated: tuple[str, ...]
     params: dict[str, np.ndarray] = field(default_factory=dict)
     replayed: bool = False
+    contributors: list[str] | None = None  # sync mode: the round's workers
+    missing: list[str] | None = None  # sync mode: live members who did not contribute
 
     def summary(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "version": self.version,
             "step": self.step,
             "lr": self.lr,
             "grad_norm": self.grad_norm,
             "staleness": self.staleness,
         }
+        if self.contributors is not None:
+            out["contributors"] = self.contributors
+            out["missing"] = self.missing or []
+        return out

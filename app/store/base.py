@@ -73,6 +73,17 @@ def refuse_in_flight(key: str, same_body: bool) -> NoReturn:
 
 
 @dataclass
+class Member:
+    """A worker of a sync session (elastic rounds): when it was last heard from (epoch
+    seconds, the API process's clock), rounds it contributed to, the last version it
+    contributed to (None: none yet)."""
+
+    last_seen: float
+    rounds: int = 0
+    last_version: int | None = None
+
+
+@dataclass
 class SessionSummary:
     id: str
     version: int
@@ -200,6 +211,19 @@ class Coordination(Protocol):
         """How many workers the round holds (without moving their gradients)."""
 
     async def barrier_clear(self, sid: str, version: int) -> None: ...
+
+    async def barrier_workers(self, sid: str, version: int) -> tuple[list[str], float | None]:
+        """Who contributed to the round (not their gradients), and when its first
+        contribution arrived (epoch seconds; None: no contribution yet)."""
+
+    async def member_touch(
+        self, sid: str, worker: str, now: float, contributed: int | None, ttl_s: int
+    ) -> None:
+        """The worker was heard from at `now`; `contributed`: to the round on that version."""
+
+    async def member_leave(self, sid: str, worker: str) -> bool: ...
+
+    async def members(self, sid: str) -> dict[str, Member]: ...
 
     # --- tenants (DESIGN §6) ---
 

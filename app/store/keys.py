@@ -18,6 +18,10 @@ Layout (the `{...}` part is the Redis Cluster hash tag):
     optd:{<sid>}:ack                           string: the write WAIT rides on (60 s)
     optd:{<sid>}:barrier:<version>             hash: worker -> gradient (safetensors), the
                                                open sync round on top of <version>
+    optd:{<sid>}:rounds                        hash: <version> -> when the round's first
+                                               contribution arrived (epoch seconds)
+    optd:{<sid>}:members                       hash: s:<worker> last seen, r:<worker> rounds
+                                               contributed, v:<worker> last version (sync)
     optd:index:{<shard>}                       sorted set, score 0, members = sids
     optd:tenant:{<tenant>}:usage               hash: sessions, bytes (quota counters)
     optd:tenant:{<tenant>}:bucket              hash: tokens, at (the rate limiter)
@@ -100,6 +104,14 @@ def lock_key(sid: str) -> str:
 
 def barrier_key(sid: str, version: int) -> str:
     return session_prefix(sid) + f"barrier:{int(version)}"
+
+
+def rounds_key(sid: str) -> str:
+    return session_prefix(sid) + "rounds"
+
+
+def members_key(sid: str) -> str:
+    return session_prefix(sid) + "members"
 
 
 INFLIGHT = b"inflight:"

@@ -9,6 +9,7 @@ lazily (an expired session is dropped when next touched or listed).
 from __future__ import annotations
 
 import bisect
+import builtins
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from app.store import keys
 from app.store.base import (
     IdempotencyRecord,
     Locked,
+    Member,
     SessionSummary,
     StepLog,
     StoredSession,
@@ -38,6 +40,8 @@ class _Session:
     inflight: dict[str, tuple[str, float]] = field(default_factory=dict)  # key -> (fp, until)
     lock: tuple[str, float] | None = None
     barriers: dict[int, dict[str, bytes]] = field(default_factory=dict)
+    opened: dict[int, float] = field(default_factory=dict)  # round -> first contribution
+    members: dict[str, Member] = field(default_factory=dict)
 
 
 def _own(slots: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -250,7 +254,9 @@ class MemoryStore:
     async def barrier_add(
         self, sid: str, version: int, worker: str, blob: bytes, ttl_s: int
     ) -> tuple[int, bool]:
-        round_ = self._get(sid).barriers.setdefault(version, {})
+        sess = self._get(sid)
+        round_ = sess.barriers.setdefault(version, {})
+        sess.opened.setdefault(version, time.time())
         added = worker not in round_
         if added:
             round_[worker] = bytes(blob)
@@ -266,6 +272,31 @@ class MemoryStore:
         sess = self._sessions.get(sid)
         if sess is not None:
             sess.barriers.pop(version, None)
+            sess.opened.pop(version, None)
+
+    async def barrier_workers(
+        self, sid: str, version: int
+    ) -> tuple[builtins.list[str], float | None]:
+        sess = self._get(sid)
+        return list(sess.barriers.get(version, {})), sess.opened.get(version)
+
+    async def member_touch(
+        self, sid: str, worker: str, now: float, contributed: int | None, ttl_s: int
+    ) -> None:
+        m = self._get(sid).members.setdefault(worker, Member(now))
+        m.last_seen = now
+        if contributed is not None:
+            m.rounds += 1
+            m.last_version = contributed
+
+    async def member_leave(self, sid: str, worker: str) -> bool:
+        return self._get(sid).members.pop(worker, None) is not None
+
+    async def members(self, sid: str) -> dict[str, Member]:
+        return {
+            w: Member(m.last_seen, m.rounds, m.last_version)
+            for w, m in self._get(sid).members.items()
+        }
 
     async def quota_add(
         self,

@@ -5,11 +5,12 @@ lock and sync-mode barriers. Every key carries the session's hash tag (one clust
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any
 
 from app.problems import NotFound
 from app.store import keys
-from app.store.base import IdempotencyRecord, refuse_in_flight
+from app.store.base import IdempotencyRecord, Member, refuse_in_flight
 from app.store.redis_conn import RedisConn
 
 
@@ -57,16 +58,19 @@ class RedisCoordination(RedisConn):
     async def barrier_add(
         self, sid: str, version: int, worker: str, blob: bytes, ttl_s: int
     ) -> tuple[int, bool]:
-        bkey = keys.barrier_key(sid, version)
+        bkey, rkey = keys.barrier_key(sid, version), keys.rounds_key(sid)
+        now = time.time()
 
         async def call() -> list[Any]:
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.hsetnx(bkey, worker, blob)
                 pipe.hlen(bkey)
                 pipe.expire(bkey, ttl_s)
+                pipe.hsetnx(rkey, str(version), repr(now))
+                pipe.expire(rkey, ttl_s)
                 return list(await pipe.execute())
 
-        added, count, _ = await self._transient(call)
+        added, count, *_ = await self._transient(call)
         return int(count), bool(added)
 
     async def barrier_get(self, sid: str, version: int) -> dict[str, bytes]:
@@ -85,9 +89,60 @@ class RedisCoordination(RedisConn):
 
     async def barrier_clear(self, sid: str, version: int) -> None:
         async def call() -> Any:
-            return await self.client.delete(keys.barrier_key(sid, version))
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.delete(keys.barrier_key(sid, version))
+                pipe.hdel(keys.rounds_key(sid), str(version))
+                return await pipe.execute()
 
         await self._transient(call)
+
+    async def barrier_workers(self, sid: str, version: int) -> tuple[list[str], float | None]:
+        async def call() -> list[Any]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.hkeys(keys.barrier_key(sid, version))
+                pipe.hget(keys.rounds_key(sid), str(version))
+                return list(await pipe.execute())
+
+        workers, opened = await self._transient(call)
+        return [_text(w) for w in workers], None if opened is None else float(opened)
+
+    async def member_touch(
+        self, sid: str, worker: str, now: float, contributed: int | None, ttl_s: int
+    ) -> None:
+        mkey = keys.members_key(sid)
+
+        async def call() -> Any:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.hset(mkey, "s:" + worker, repr(now))
+                if contributed is not None:
+                    pipe.hincrby(mkey, "r:" + worker, 1)
+                    pipe.hset(mkey, "v:" + worker, str(contributed))
+                pipe.expire(mkey, ttl_s)
+                return await pipe.execute()
+
+        await self._transient(call)
+
+    async def member_leave(self, sid: str, worker: str) -> bool:
+        async def call() -> Any:
+            return await self.client.hdel(
+                keys.members_key(sid), "s:" + worker, "r:" + worker, "v:" + worker
+            )
+
+        return bool(await self._transient(call))
+
+    async def members(self, sid: str) -> dict[str, Member]:
+        async def call() -> Any:
+            return await self.client.hgetall(keys.members_key(sid))
+
+        raw = {_text(k): _text(v) for k, v in (await self._transient(call)).items()}
+        out = {k[2:]: Member(float(v)) for k, v in raw.items() if k.startswith("s:")}
+        for k, v in raw.items():
+            m = out.get(k[2:])
+            if m is not None and k.startswith("r:"):
+                m.rounds = int(v)
+            elif m is not None and k.startswith("v:"):
+                m.last_version = int(v)
+        return out
 
     async def quota_add(
         self,

@@ -49,7 +49,8 @@ async def get_params(
 ) -> Response:
     fmt = response_format(request)
     wanted = [n for n in names.split(",") if n] if names else None
-    version, params = await engine.get_params(sid, caller, wanted, min_version, wait)
+    worker = request.headers.get("optd-worker")
+    version, params = await engine.get_params(sid, caller, wanted, min_version, wait, worker)
     return tensor_response(
         fmt, {"version": version}, params, headers={"ETag": etag(version)}, metrics=engine.metrics
     )

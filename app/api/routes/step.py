@@ -136,7 +136,7 @@ async def _step(
         sid, caller, req, if_match=if_match, idempotency_key=key, fingerprint=fingerprint, wait=wait
     )
     if isinstance(out, BarrierPending):
-        status = {"version": out.version, "have": out.have, "need": out.need}
+        status = {**out.round, "version": out.version, "have": out.have, "need": out.need}
         return json_response({"barrier": status}, status=202, headers={"Retry-After": "1"})
     t1 = time.perf_counter()
     headers = {

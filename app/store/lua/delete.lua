@@ -1,5 +1,5 @@
--- Delete a session's meta, every chunk its layout names and its step log (UNLINK: freed in
--- the background).
+-- Delete a session's meta, every chunk its layout names, its step log, its open and last
+-- sync rounds and its members (UNLINK: freed in the background).
 -- Idempotency records are not enumerable without SCAN; they expire on their own TTL.
 --
 -- KEYS[1]         optd:{sid}:meta
@@ -23,5 +23,8 @@ if log then
     end
   end
 end
+local version = tonumber(redis.call('HGET', KEYS[1], 'version'))
+redis.call('UNLINK', prefix .. 'barrier:' .. version, prefix .. 'barrier:' .. (version - 1),
+  prefix .. 'rounds', prefix .. 'members')
 redis.call('UNLINK', KEYS[1])
 return 1

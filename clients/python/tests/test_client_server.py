@@ -213,6 +213,12 @@ def test_sync_mode_round_and_202_pickup(client: Client) -> None:
         got_b = b.step({"w": [3.0, 1.0]}, wait=10)
         got_a = pending.result(timeout=30)
     assert got_a["w"].tolist() == got_b["w"].tolist() == [-2.0, -2.0]  # the mean, applied once
-    assert a.last is not None and a.last.barrier == {"version": 0, "have": 1, "need": 2}
+    assert a.last is not None and a.last.barrier is not None
+    assert {k: a.last.barrier[k] for k in ("version", "have", "need")} == {
+        "version": 0,
+        "have": 1,
+        "need": 2,
+    }
+    assert a.last.barrier["contributors"] == ["a"]
     assert a.last.version == 1 and b.last is not None and b.last.step == 1
     session.delete()
