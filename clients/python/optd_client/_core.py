@@ -18,13 +18,16 @@ from optd_client._version import __version__
 Array = _wire.Array
 DEFAULT_URL = "http://127.0.0.1:8000"
 
+ELASTIC_KEYS = frozenset({"workers", "min_workers", "round_timeout_s", "worker_lease_s"})
 CREATE_KEYS = frozenset(
-    {"dtype", "schedule", "max_grad_norm", "check_finite", "groups", "mode", "workers"}
+    {"dtype", "schedule", "max_grad_norm", "check_finite", "groups", "mode"}
     | {"max_staleness", "staleness_lr", "labels", "ttl_s"}
+    | ELASTIC_KEYS
 )
 PATCH_KEYS = frozenset(
     {"schedule", "max_grad_norm", "check_finite", "max_staleness", "staleness_lr"}
     | {"labels", "ttl_s"}
+    | ELASTIC_KEYS
 )
 
 

@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -75,6 +76,29 @@ class Core(CoreBase):
 
     def delete(self, s: SessionState) -> Flow[None]:
         yield from exchange(self.policy, self.request("DELETE", self._path(s.id)))
+
+    # -- the workers of a sync session (elastic rounds) ---------------------------------
+
+    def _worker_path(self, s: SessionState, worker: str | None) -> str:
+        w = worker if worker is not None else s.worker
+        if not w:
+            raise ValueError("no worker id: pass worker= or set session.worker")
+        return self._path(s.id, f"/workers/{quote(w, safe='')}")
+
+    def join(self, s: SessionState, worker: str | None) -> Flow[dict[str, Any]]:
+        req = self.request("PUT", self._worker_path(s, worker))
+        doc: dict[str, Any] = yield from self._run_json(req)
+        s.version = int_or_none(doc.get("version"))
+        return doc
+
+    def leave(self, s: SessionState, worker: str | None) -> Flow[None]:
+        yield from exchange(self.policy, self.request("DELETE", self._worker_path(s, worker)))
+
+    def workers(self, s: SessionState) -> Flow[dict[str, Any]]:
+        doc: dict[str, Any] = yield from self._run_json(
+            self.request("GET", self._path(s.id, "/workers"))
+        )
+        return doc
 
     def optimizers(self) -> Flow[dict[str, Any]]:
         doc: dict[str, Any] = yield from self._run_json(self.request("GET", "/v1/optimizers"))

@@ -156,5 +156,18 @@ class Session(SessionBase):
         """Config, version, step counts, parameter shapes, current lr, last loss."""
         return self._client._run(self._client._core.info(self._s))
 
+    def join(self, worker: str | None = None) -> dict[str, Any]:
+        """Join this sync session's workers, or renew the lease (a heartbeat); `worker`
+        defaults to `self.worker`. Answers the version to compute on and the open round."""
+        return self._client._run(self._client._core.join(self._s, worker))
+
+    def leave(self, worker: str | None = None) -> None:
+        """Leave the session's workers now: rounds stop waiting for this worker."""
+        self._client._run(self._client._core.leave(self._s, worker))
+
+    def workers(self) -> dict[str, Any]:
+        """Members (live, last seen, rounds) and the open round's have/need/closes_in_s."""
+        return self._client._run(self._client._core.workers(self._s))
+
     def delete(self) -> None:
         self._client._run(self._client._core.delete(self._s))

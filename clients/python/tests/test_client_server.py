@@ -222,3 +222,19 @@ def test_sync_mode_round_and_202_pickup(client: Client) -> None:
     assert a.last.barrier["contributors"] == ["a"]
     assert a.last.version == 1 and b.last is not None and b.last.step == 1
     session.delete()
+
+
+def test_elastic_round_membership(client: Client) -> None:
+    session = client.create_session(
+        "sgd", {"w": np.zeros(2)}, lr=1.0, mode="sync", workers=2, min_workers=1,
+        worker_lease_s=60,
+    )  # fmt: skip
+    a = client.session(session.id, worker="a")
+    b = client.session(session.id, worker="b")
+    assert a.join()["version"] == 0 and b.join()["lease_s"] == 60
+    assert [w["worker"] for w in a.workers()["workers"]] == ["a", "b"]
+    b.leave()  # a is then the only live member: its gradient closes the round alone
+    p = a.step({"w": [1.0, 3.0]})
+    assert a.last is not None and a.last.version == 1
+    assert np.array_equal(p["w"], [-1.0, -3.0])
+    assert [w["worker"] for w in a.workers()["workers"]] == ["a"]
