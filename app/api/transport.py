@@ -17,6 +17,7 @@ import orjson
 from fastapi import Request
 from starlette.responses import Response
 
+from app.api.parse import parse_uint
 from app.codec import json_tensors, negotiate, safetensors
 from app.core.config import Settings
 from app.metrics import Metrics
@@ -36,7 +37,7 @@ async def read_body(request: Request, settings: Settings) -> bytes:
     """
     limit, what = _limit(request, settings)
     declared = request.headers.get("content-length")
-    size = int(declared) if declared is not None and declared.isdigit() else None
+    size = None if declared is None else parse_uint(declared, "Content-Length")
     if size is not None and size > limit:
         raise TooLarge(f"body of {declared} bytes exceeds {what}")
     # The body goes into one buffer that BytesIO hands over as the bytes object without a
