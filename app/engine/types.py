@@ -37,20 +37,27 @@ class BarrierPending:
 
 @dataclass
 class StepOutcome:
+    """A step's answer. `version`, `step` and `params` always describe one state of the
+    session; a replay (Idempotency-Key) describes the state now and carries the replayed
+    step's own figures in `replayed`."""
+
     version: int
     step: int
-    lr: float
-    grad_norm: float
+    lr: float | None
+    grad_norm: float | None
     staleness: int | None
     updated: tuple[str, ...]
     params: dict[str, np.ndarray] = field(default_factory=dict)
-    replayed: bool = False
+    replayed: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "version": self.version,
             "step": self.step,
             "lr": self.lr,
             "grad_norm": self.grad_norm,
             "staleness": self.staleness,
         }
+        if self.replayed is not None:
+            out["replayed"] = self.replayed
+        return out

@@ -139,7 +139,7 @@ async def _step(
         "Optd-Version": str(out.version),
         "Optd-Step": str(out.step),
     }
-    if out.replayed:
+    if out.replayed is not None:
         headers["Idempotent-Replayed"] = "true"
     if fmt is None:
         return Response(status_code=204, headers=headers | {"Preference-Applied": "return=minimal"})
