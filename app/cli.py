@@ -25,6 +25,10 @@ def _serve(args: argparse.Namespace) -> int:
         ("max_body_mb", "OPTD_MAX_BODY_MB"),
         ("max_json_mb", "OPTD_MAX_JSON_MB"),
         ("log_level", "OPTD_LOG_LEVEL"),
+        ("body_timeout_s", "OPTD_BODY_TIMEOUT_S"),
+        ("body_min_rate_kib", "OPTD_BODY_MIN_RATE_KIB"),
+        ("keep_alive_s", "OPTD_KEEP_ALIVE_S"),
+        ("limit_concurrency", "OPTD_LIMIT_CONCURRENCY"),
     ):
         value = getattr(args, flag)
         if value is not None:
@@ -72,6 +76,8 @@ def _serve(args: argparse.Namespace) -> int:
         workers=settings.workers,
         log_level=settings.log_level,
         access_log=False,
+        timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]  # a float works (call_later)
+        limit_concurrency=settings.limit_concurrency or None,
     )
     return 0
 
@@ -121,6 +127,22 @@ def main(argv: list[str] | None = None) -> int:
         "--max-json-mb", type=float, help="OPTD_MAX_JSON_MB: JSON bodies (default 64)"
     )
     serve.add_argument("--log-level", help="OPTD_LOG_LEVEL (default info)")
+    serve.add_argument(
+        "--body-timeout-s", type=float, help="OPTD_BODY_TIMEOUT_S: 408 for slower bodies (15)"
+    )
+    serve.add_argument(
+        "--body-min-rate-kib",
+        type=float,
+        help="OPTD_BODY_MIN_RATE_KIB: KiB/s a long body must keep up (64; 0 = flat timeout)",
+    )
+    serve.add_argument(
+        "--keep-alive-s", type=float, help="OPTD_KEEP_ALIVE_S: idle keep-alive connections (5)"
+    )
+    serve.add_argument(
+        "--limit-concurrency",
+        type=int,
+        help="OPTD_LIMIT_CONCURRENCY: 503 beyond this many connections (0 = no limit)",
+    )
     sub.add_parser("version", help="print the version")
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys", required=True)
     create = keys.add_parser("create", help="add a key for a tenant and print it once")

@@ -9,10 +9,10 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from app.api.parse import parse_uint
 from app.core.auth import ANONYMOUS, Caller, KeyRing
 from app.core.config import Settings
 from app.engine import Engine
-from app.problems import InvalidBody
 
 
 async def get_engine(request: Request) -> Engine:
@@ -34,9 +34,7 @@ def if_match_version(if_match: str | None) -> int | None:
     if if_match is None or if_match.strip() == "*":
         return None
     tag = if_match.strip().removeprefix("W/").strip('"')
-    if not tag.isdigit():
-        raise InvalidBody(f'If-Match must be a version ETag like "12", got {if_match!r}')
-    return int(tag)
+    return parse_uint(tag, 'If-Match (a version ETag like "12")')
 
 
 async def authorize(

@@ -9,6 +9,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from app.problems import Problem
@@ -67,6 +68,18 @@ def install(app: FastAPI) -> None:
             },
             dict(exc.headers or {}),
         )
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> Response:
+        # A client that hangs up mid-body is routine (a killed worker, a timeout on its
+        # side): nothing was read, nothing changed, and nobody is left to answer. One line,
+        # not an "unhandled error" with tracebacks.
+        log.info(
+            "client disconnected before sending the whole body: %s %s",
+            request.method,
+            request.url.path,
+        )
+        return Response(status_code=400)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -6,6 +6,7 @@ numpy arrays in one call per tensor; safetensors is decoded zero-copy.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import io
@@ -17,10 +18,11 @@ import orjson
 from fastapi import Request
 from starlette.responses import Response
 
+from app.api.parse import parse_uint
 from app.codec import json_tensors, negotiate, safetensors
 from app.core.config import Settings
 from app.metrics import Metrics
-from app.problems import InvalidBody, TooLarge, UnsupportedMediaType
+from app.problems import InvalidBody, RequestTimeout, TooLarge, UnsupportedMediaType
 
 Format = Literal["json", "safetensors"]
 
@@ -29,14 +31,15 @@ _FIRST_ROOM = 1 << 20
 
 
 async def read_body(request: Request, settings: Settings) -> bytes:
-    """The whole body, refusing with 413 as soon as it is known to exceed the limit.
+    """The whole body, refusing with 413 as soon as it is known to exceed the limit, and
+    with 408 when it arrives slower than the floor (`_deadline`).
 
     JSON bodies have their own, smaller limit (`OPTD_MAX_JSON_MB`): parsing JSON costs
     several times the body in memory, safetensors costs nothing beyond the body.
     """
     limit, what = _limit(request, settings)
     declared = request.headers.get("content-length")
-    size = int(declared) if declared is not None and declared.isdigit() else None
+    size = None if declared is None else parse_uint(declared, "Content-Length")
     if size is not None and size > limit:
         raise TooLarge(f"body of {declared} bytes exceeds {what}")
     # The body goes into one buffer that BytesIO hands over as the bytes object without a
@@ -48,16 +51,29 @@ async def read_body(request: Request, settings: Settings) -> bytes:
     out = io.BytesIO()
     room = 0
     got = 0
-    async for chunk in request.stream():
-        got += len(chunk)
-        if got > limit:
-            raise TooLarge(f"body exceeds {what}")
-        if size is not None and got > room:
-            room = min(max(2 * room, got, _FIRST_ROOM), max(size, got))
-            out.seek(room - 1)
-            out.write(b"\0")  # grow to `room` once, then fill in place
-            out.seek(got - len(chunk))
-        out.write(chunk)
+    start = asyncio.get_running_loop().time()
+    rate = settings.body_min_rate_kib * 1024
+    try:
+        async with asyncio.timeout(start + settings.body_timeout_s) as deadline:
+            async for chunk in request.stream():
+                got += len(chunk)
+                if got > limit:
+                    raise TooLarge(f"body exceeds {what}")
+                if size is not None and got > room:
+                    room = min(max(2 * room, got, _FIRST_ROOM), max(size, got))
+                    out.seek(room - 1)
+                    out.write(b"\0")  # grow to `room` once, then fill in place
+                    out.seek(got - len(chunk))
+                out.write(chunk)
+                if rate:
+                    deadline.reschedule(start + settings.body_timeout_s + got / rate)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the body arrived too slowly ({got} bytes in "
+            f"{asyncio.get_running_loop().time() - start:.1f} s): it must arrive within "
+            f"OPTD_BODY_TIMEOUT_S ({settings.body_timeout_s:g} s) plus one second per "
+            f"OPTD_BODY_MIN_RATE_KIB ({settings.body_min_rate_kib:g} KiB) received"
+        ) from None
     out.truncate(got)
     body = out.getvalue()
     out.close()

@@ -32,6 +32,19 @@ class Settings(BaseSettings):
         description="413 for JSON bodies above this (parsing JSON takes a few times the body "
         "in memory; safetensors bodies go up to max_body_mb)",
     )
+    body_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="408 for a body not received within this many seconds, plus one second "
+        "per body_min_rate_kib KiB received (slow or stalled uploads hold memory and a slot)",
+    )
+    body_min_rate_kib: float = Field(
+        64.0, ge=0, description="KiB/s a long body must keep up on average (0: a flat timeout)"
+    )
+    keep_alive_s: float = Field(5.0, gt=0, description="close idle keep-alive connections after")
+    limit_concurrency: int = Field(
+        0, ge=0, description="uvicorn: 503 beyond this many connections and tasks (0: no limit)"
+    )
     max_header_bytes: int = Field(16 * 2**20, gt=0, description="safetensors header limit")
     max_tensors: int = Field(100_000, gt=0, description="tensors per request / session")
     max_name_bytes: int = Field(512, gt=0)

@@ -152,21 +152,26 @@ class Steps:
     async def replayed(
         self, sid: str, caller: Caller, record: IdempotencyRecord, fingerprint: str
     ) -> StepOutcome:
-        """The answer to a retried step whose first try committed (Idempotency-Key)."""
+        """The answer to a retried step whose first try committed (Idempotency-Key).
+
+        The parameters can only be today's (older states are gone), so the answer is about
+        today: `version`, `step`, `lr`, `grad_norm` of the session's state now (a client
+        that takes `version` as the base of its next gradient is right), and the replayed
+        step's own figures under `replayed`. While the session has not moved on, the two
+        agree and the answer equals the first one (plus `replayed`)."""
         if record.fingerprint != fingerprint:
             raise IdempotencyMismatch(
                 f"Idempotency-Key {record.key!r} was used for another request body; use a new key"
             )
         d = orjson.loads(record.response)
+        first = {k: d[k] for k in ("version", "step", "lr", "grad_norm", "staleness")}
         cur = await self.txn.read(sid, caller, [PARAM])
-        state = cur.meta.state(cur.slots)
-        return StepOutcome(
-            d["version"],
-            d["step"],
-            d["lr"],
-            d["grad_norm"],
-            d["staleness"],
-            tuple(d["updated"]),
-            {s.name: state.view(PARAM, s.name) for s in cur.meta.layout.specs},
-            replayed=True,
-        )
+        meta = cur.meta
+        state = meta.state(cur.slots)
+        params = {s.name: state.view(PARAM, s.name) for s in meta.layout.specs}
+        updated = tuple(d["updated"])
+        if cur.version == first["version"]:
+            now = (first["step"], first["lr"], first["grad_norm"], first["staleness"])
+        else:  # the last step's figures; this answer applied nothing, so no staleness
+            now = (meta.step, meta.last_lr, meta.last_grad_norm, None)
+        return StepOutcome(cur.version, *now, updated, params, replayed=first)

@@ -38,14 +38,18 @@ class BarrierPending:
 
 @dataclass
 class StepOutcome:
+    """A step's answer. `version`, `step` and `params` always describe one state of the
+    session; a replay (Idempotency-Key) describes the state now and carries the replayed
+    step's own figures in `replayed`."""
+
     version: int
     step: int
-    lr: float
-    grad_norm: float
+    lr: float | None
+    grad_norm: float | None
     staleness: int | None
     updated: tuple[str, ...]
     params: dict[str, np.ndarray] = field(default_factory=dict)
-    replayed: bool = False
+    replayed: dict[str, Any] | None = None
     contributors: list[str] | None = None  # sync mode: the round's workers
     missing: list[str] | None = None  # sync mode: live members who did not contribute
 
@@ -60,4 +64,6 @@ class StepOutcome:
         if self.contributors is not None:
             out["contributors"] = self.contributors
             out["missing"] = self.missing or []
+        if self.replayed is not None:
+            out["replayed"] = self.replayed
         return out

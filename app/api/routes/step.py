@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.api.deps import CallerDep, EngineDep, IfMatch, SettingsDep, authorize, if_match_version
+from app.api.parse import parse_uint
 from app.api.transport import (
     decode_json_tensors,
     decode_safetensors,
@@ -42,13 +43,7 @@ STEP_DOC = {
 
 
 def _int(value: Any, what: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidBody(f"{what} must be a non-negative integer version, got {value!r}")
-    return value
+    return None if value is None else parse_uint(value, what)
 
 
 def _loss(value: Any) -> float | None:
@@ -144,7 +139,7 @@ async def _step(
         "Optd-Version": str(out.version),
         "Optd-Step": str(out.step),
     }
-    if out.replayed:
+    if out.replayed is not None:
         headers["Idempotent-Replayed"] = "true"
     if fmt is None:
         return Response(status_code=204, headers=headers | {"Preference-Applied": "return=minimal"})
