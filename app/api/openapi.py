@@ -154,6 +154,8 @@ def install(app: FastAPI) -> None:
                 for media in op.get("requestBody", {}).get("content", {}).values():
                     if media.get("schema", {}).get("$ref") in examples:
                         media["example"] = examples[media["schema"]["$ref"]]
+                for param in op.get("parameters", []):
+                    param["schema"] = _absent_not_null(param["schema"])
                 responses = op.get("responses", {})
                 if responses.get("422", {}).get("description") == "Validation Error":
                     del responses["422"]  # FastAPI's own: optd answers 400 invalid-body
@@ -164,3 +166,13 @@ def install(app: FastAPI) -> None:
         return doc
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _absent_not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """`x: str | None = None` is documented by FastAPI as `anyOf: [string, null]`, but a
+    header or query parameter cannot be null: it is absent (clients sent `If-Match: null`)."""
+    options = schema.get("anyOf")
+    if not options or {"type": "null"} not in options or len(options) != 2:
+        return schema
+    kept = dict(next(o for o in options if o != {"type": "null"}))
+    return kept | {k: v for k, v in schema.items() if k != "anyOf"}

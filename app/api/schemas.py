@@ -9,9 +9,9 @@ schemathesis contract test run against it) is true; `app.api.openapi` puts them 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.config import JsonDict
 
 
@@ -31,6 +31,8 @@ class Tensor(BaseModel):
 
 
 TensorIn = Tensor | list[Any] | float
+# Names are 1 to 512 UTF-8 bytes (OPTD_MAX_NAME_BYTES); a schema counts characters.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 PARAMS_EXAMPLE: JsonDict = {
     "layer.weight": {"shape": [2, 2], "dtype": "float32", "data": [0.1, -0.2, 0.3, 0.4]},
     "layer.bias": [0.0, 0.0],
@@ -145,7 +147,7 @@ class SessionCreate(_Options):
     )
 
     optimizer: str = Field("adam", description="a name from GET /v1/optimizers")
-    params: dict[str, TensorIn] = Field(min_length=1, description="the initial parameters")
+    params: dict[Name, TensorIn] = Field(min_length=1, description="the initial parameters")
     dtype: Literal["float32", "float64"] = "float32"
     groups: list[Group] | None = None
     mode: Literal["async", "sync"] = "async"
@@ -211,7 +213,7 @@ class StepRequest(_Closed):
         }
     )
 
-    grads: dict[str, TensorIn] = Field(
+    grads: dict[Name, TensorIn] = Field(
         min_length=1,
         description="all parameters or a subset (absent ones are untouched), shapes exact",
     )
@@ -225,7 +227,7 @@ class StepResponse(BaseModel):
     step: int
     lr: float
     grad_norm: float
-    staleness: int
+    staleness: int | None = Field(description="versions behind, when base_version was given")
     params: dict[str, Tensor] = Field(description="all, or ?return=updated the stepped ones")
 
 
@@ -249,7 +251,7 @@ class Params(BaseModel):
 class ParamsPut(_Closed):
     model_config = ConfigDict(json_schema_extra={"example": {"params": PARAMS_EXAMPLE}})
 
-    params: dict[str, TensorIn] = Field(
+    params: dict[Name, TensorIn] = Field(
         min_length=1, description="every parameter or a subset, shapes unchanged"
     )
 
@@ -266,7 +268,7 @@ class Checkpoint(_Closed):
 
     version: int | None = None
     meta: dict[str, Any] = Field(description="the meta document (format 1), unchanged")
-    tensors: dict[str, TensorIn]
+    tensors: dict[Name, TensorIn]
 
 
 class StateWritten(BaseModel):

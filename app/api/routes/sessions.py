@@ -104,7 +104,10 @@ async def create_session(
 async def list_sessions(
     engine: EngineDep,
     caller: CallerDep,
-    cursor: Annotated[str | None, Query(description="from the previous page")] = None,
+    cursor: Annotated[
+        str | None,
+        Query(description="next_cursor of the previous page", pattern="^[A-Za-z0-9_-]*$"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     label: Annotated[
         list[Annotated[str, StringConstraints(pattern="^[^=]+=")]] | None,

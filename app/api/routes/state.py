@@ -43,14 +43,16 @@ CHECKPOINT_DTYPES = (*safetensors.FLOAT_DTYPES, "I64", "I32")
     responses=doc.ok(
         200, "the version and the parameters", Params, binary=True, headers=TENSOR_HEADERS
     )
-    | doc.problems(*doc.V1, 400, 404, 406),
+    | doc.problems(*doc.V1, 400, 404, 406, 422),
 )
 async def get_params(
     sid: str,
     request: Request,
     engine: EngineDep,
     caller: CallerDep,
-    names: Annotated[str | None, Query(description="comma-separated subset")] = None,
+    names: Annotated[
+        str | None, Query(description="comma-separated subset; an unknown name is 422")
+    ] = None,
     min_version: Annotated[int | None, Query(ge=0)] = None,
     wait: Annotated[float, Query(ge=0, description="seconds to wait for min_version")] = 0.0,
 ) -> Response:

@@ -65,7 +65,11 @@ STEP_DOC = doc.body(
             pattern="^[0-9]+$",
         ),
         doc.header("Optd-Worker", "safetensors bodies: the worker's id", maxLength=256),
-        doc.header("Optd-Loss", "safetensors bodies: the loss, a finite number"),
+        doc.header(
+            "Optd-Loss",
+            "safetensors bodies: the loss, a finite number",
+            pattern=r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$",
+        ),
     ]
 }
 STEP_RESPONSES = (
