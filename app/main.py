@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from app import __version__
-from app.api import docs, errors
+from app.api import docs, errors, openapi
 from app.api.deps import authorize
 from app.api.routes import health, optimizers, sessions, state, step, workers
 from app.core.auth import KeyRing, auth_enabled
@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None, store: SessionStore | None = No
     app.state.keyring = keyring if auth_on else None
     errors.install(app)
     docs.install(app)
+    openapi.install(app)
     for module in (sessions, step, state, workers, optimizers):
         app.include_router(module.router, dependencies=[Depends(authorize)])
     app.include_router(health.router)

@@ -25,7 +25,21 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
-async def parse_if_match(if_match: Annotated[str | None, Header()] = None) -> int | None:
+# What `if_match_version` accepts, so the document says that anything else is 400.
+IF_MATCH = r'^\s*(\*|(W/)?"*[0-9]+"*)\s*$'
+
+
+async def parse_if_match(
+    if_match: Annotated[
+        str | None,
+        Header(
+            # documented, not enforced here: `if_match_version` refuses the rest, so this
+            # route and the fast step route answer alike
+            json_schema_extra={"pattern": IF_MATCH},
+            description='a version ETag like "12" (412 if the session is at another), or *',
+        ),
+    ] = None,
+) -> int | None:
     return if_match_version(if_match)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import orjson
@@ -11,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.routing import Route, compile_path
 
 from app.problems import Problem
 
@@ -59,6 +61,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         slug, title = _HTTP_SLUGS.get(exc.status_code, ("error", "Error"))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
         return problem_response(
             {
                 "type": f"urn:optd:problem:{slug}",
@@ -66,7 +71,7 @@ def install(app: FastAPI) -> None:
                 "status": exc.status_code,
                 "detail": str(exc.detail),
             },
-            dict(exc.headers or {}),
+            headers,
         )
 
     @app.exception_handler(ClientDisconnect)
@@ -93,3 +98,22 @@ def install(app: FastAPI) -> None:
                 "Please report it with the server log.",
             }
         )
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method of every route on this path (RFC 9110 §15.5.6). Starlette's 405 names
+    only the methods of the first route whose path matched, but GET and POST /v1/sessions
+    (and POST /step's fast route and its documented twin) are separate routes."""
+    app: FastAPI = request.app
+    table: list[tuple[re.Pattern[str], set[str]]] | None = getattr(app.state, "allow", None)
+    if table is None:
+        # Plain routes (docs, the fast step route) and every documented operation: routers
+        # included into the app are not a flat list of routes to walk in FastAPI 0.165.
+        table = [
+            (r.path_regex, set(r.methods)) for r in app.routes if isinstance(r, Route) and r.methods
+        ]
+        for path, operations in app.openapi()["paths"].items():
+            table.append((compile_path(path)[0], {m.upper() for m in operations}))
+        app.state.allow = table
+    path = request.url.path
+    return ", ".join(sorted(set().union(*(m for regex, m in table if regex.match(path)))))

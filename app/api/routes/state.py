@@ -8,7 +8,9 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from app.api import openapi as doc
 from app.api.deps import CallerDep, EngineDep, IfMatch, SettingsDep
+from app.api.schemas import Checkpoint, Params, ParamsPut, StateWritten, Version
 from app.api.transport import (
     decode_json_tensors,
     decode_safetensors,
@@ -26,24 +28,31 @@ from app.problems import InvalidBody
 
 router = APIRouter(prefix="/v1/sessions", tags=["params and state"])
 
-TENSORS_DOC = {
-    "requestBody": {
-        "content": {
-            "application/json": {"schema": {"type": "object"}},
-            "application/x-safetensors": {"schema": {"type": "string", "format": "binary"}},
-        }
-    }
-}
+TENSOR_HEADERS = {**doc.ETAG, "Vary": "Accept"}
 CHECKPOINT_DTYPES = (*safetensors.FLOAT_DTYPES, "I64", "I32")
 
 
-@router.get("/{sid}/params")
+@router.get(
+    "/{sid}/params",
+    operation_id="getParams",
+    summary="Read the parameters",
+    description="The current parameters (or the `?names=` subset), in JSON or, with "
+    "`Accept: application/x-safetensors`, as a safetensors file whose `__metadata__` holds "
+    "the version. `?min_version=N&wait=S` long-polls until the session reaches version N "
+    "or S seconds pass (then it answers the current version: compare).",
+    responses=doc.ok(
+        200, "the version and the parameters", Params, binary=True, headers=TENSOR_HEADERS
+    )
+    | doc.problems(*doc.V1, 400, 404, 406, 422),
+)
 async def get_params(
     sid: str,
     request: Request,
     engine: EngineDep,
     caller: CallerDep,
-    names: Annotated[str | None, Query(description="comma-separated subset")] = None,
+    names: Annotated[
+        str | None, Query(description="comma-separated subset; an unknown name is 422")
+    ] = None,
     min_version: Annotated[int | None, Query(ge=0)] = None,
     wait: Annotated[float, Query(ge=0, description="seconds to wait for min_version")] = 0.0,
 ) -> Response:
@@ -56,7 +65,16 @@ async def get_params(
     )
 
 
-@router.put("/{sid}/params", openapi_extra=TENSORS_DOC)
+@router.put(
+    "/{sid}/params",
+    operation_id="putParams",
+    summary="Overwrite parameters",
+    description="Replaces the values of every given parameter (shapes unchanged), keeping "
+    "the optimizer state; version + 1. `If-Match` makes it conditional.",
+    responses=doc.ok(200, "the new version", Version, headers=doc.ETAG)
+    | doc.problems(*doc.V1, 400, 404, 409, 412, 413, 415, 422),
+    openapi_extra=doc.body(ParamsPut, "JSON `{params}` or a safetensors file of them"),
+)
 async def put_params(
     sid: str,
     request: Request,
@@ -76,7 +94,17 @@ async def put_params(
     return json_response({"version": version}, headers={"ETag": etag(version)})
 
 
-@router.get("/{sid}/state")
+@router.get(
+    "/{sid}/state",
+    operation_id="getState",
+    summary="Export a checkpoint",
+    description="The full state: params and every optimizer slot as tensors "
+    "`<slot>/<param>` (`param/w`, `exp_avg/w`, ...), step counts and the config in the meta "
+    'document (`"meta"` in JSON, `__metadata__["optd"]` in safetensors). PUT it back to '
+    "restore.",
+    responses=doc.ok(200, "the checkpoint", Checkpoint, binary=True, headers=TENSOR_HEADERS)
+    | doc.problems(*doc.V1, 404, 406),
+)
 async def get_state(sid: str, request: Request, engine: EngineDep, caller: CallerDep) -> Response:
     fmt = response_format(request)
     version, doc, tensors = await engine.export_state(sid, caller)
@@ -90,7 +118,23 @@ async def get_state(sid: str, request: Request, engine: EngineDep, caller: Calle
     )
 
 
-@router.put("/{sid}/state", openapi_extra=TENSORS_DOC)
+@router.put(
+    "/{sid}/state",
+    operation_id="putState",
+    summary="Restore a checkpoint",
+    description="Restores a checkpoint exported by GET .../state into the session (200, "
+    "version + 1) or, when no session has this id, creates it under this id (201, version "
+    "0). The layout is validated before anything is allocated.",
+    responses=doc.ok(200, "restored", StateWritten, headers=doc.ETAG)
+    | doc.ok(
+        201,
+        "created under this id",
+        StateWritten,
+        headers={**doc.ETAG, "Location": "/v1/sessions/{id}"},
+    )
+    | doc.problems(*doc.V1, 400, 404, 409, 412, 413, 415, 422),
+    openapi_extra=doc.body(Checkpoint, "a checkpoint as GET .../state exports it"),
+)
 async def put_state(
     sid: str,
     request: Request,

@@ -10,8 +10,12 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from app.api import openapi as doc
 from app.api.deps import CallerDep, EngineDep, IfMatch, SettingsDep, authorize, if_match_version
 from app.api.parse import parse_uint
+from app.api.schemas import BarrierPending as Barrier
+from app.api.schemas import StepRequest as StepBody
+from app.api.schemas import StepResponse
 from app.api.transport import (
     decode_json_tensors,
     decode_safetensors,
@@ -30,16 +34,67 @@ from app.problems import InvalidBody
 
 router = APIRouter(prefix="/v1/sessions", tags=["step"])
 
-STEP_DOC = {
-    "requestBody": {
-        "content": {
-            "application/json": {"schema": {"type": "object", "required": ["grads"]}},
-            "application/x-safetensors": {"schema": {"type": "string", "format": "binary"}},
-        },
-        "description": '`{"grads": {name: tensor}, "base_version", "worker", "loss"}`, or a '
-        "safetensors file of gradients with options in Optd-* headers or __metadata__.",
-    }
+STEP_HEADERS = {
+    **doc.ETAG,
+    "Optd-Version": "the new version",
+    "Optd-Step": "the session's step count",
 }
+STEP_DOC = doc.body(
+    StepBody,
+    '`{"grads": {name: tensor}, "base_version", "worker", "loss"}`, or a safetensors file '
+    "of the gradients with the options in Optd-* headers or `__metadata__` strings.",
+) | {
+    "parameters": [
+        doc.query(
+            "wait",
+            "sync mode: seconds to wait for the round (default 30)",
+            type="number",
+            minimum=0,
+        ),
+        doc.query(
+            "return",
+            "`updated`: only the stepped parameters in the response",
+            type="string",
+            enum=["all", "updated"],
+            default="all",
+        ),
+        doc.header("Prefer", "`return=minimal`: 204 without a body"),
+        doc.IDEMPOTENCY_KEY,
+        doc.header(
+            "Optd-Base-Version",
+            "safetensors bodies: the version the gradients were computed on",
+            pattern="^[0-9]+$",
+        ),
+        doc.header("Optd-Worker", "safetensors bodies: the worker's id", maxLength=256),
+        doc.header(
+            "Optd-Loss",
+            "safetensors bodies: the loss, a finite number",
+            pattern=r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$",
+        ),
+    ]
+}
+STEP_RESPONSES = (
+    doc.ok(
+        200,
+        "applied: the new version and parameters (JSON, or safetensors with the "
+        "scalars in `__metadata__`)",
+        StepResponse,
+        binary=True,
+        headers={**STEP_HEADERS, "Vary": "Accept"},
+    )
+    | doc.ok(
+        202,
+        "sync mode: the round did not close within ?wait= (Retry-After: 1); "
+        "GET .../params?min_version= picks the result up",
+        Barrier,
+    )
+    | doc.ok(
+        204,
+        "applied, with Prefer: return=minimal",
+        headers={**STEP_HEADERS, "Preference-Applied": "return=minimal"},
+    )
+    | doc.problems(*doc.V1, 400, 404, 406, 409, 412, 413, 415, 422)
+)
 
 
 def _int(value: Any, what: str) -> int | None:
@@ -151,7 +206,20 @@ async def _step(
     return response
 
 
-@router.post("/{sid}/step", openapi_extra=STEP_DOC)
+@router.post(
+    "/{sid}/step",
+    operation_id="step",
+    summary="Apply gradients",
+    description="Applies the gradients of all parameters or a subset (absent ones are "
+    "untouched, each keeps its own step count, as torch skips params whose grad is None) "
+    "and answers the new version and parameters. Async sessions apply each step on "
+    "arrival (`base_version` older than `max_staleness` is 409 stale-gradient); sync "
+    "sessions average the gradients of `workers` distinct workers for the same "
+    "`base_version` and answer every worker the same parameters. Durable before the "
+    "answer; with an `Idempotency-Key`, applied at most once.",
+    responses=STEP_RESPONSES,
+    openapi_extra=STEP_DOC,
+)
 async def step(
     sid: str,
     request: Request,
