@@ -165,7 +165,9 @@ test("the SDK sends the recorded requests and reads the recorded responses", asy
   const w1 = await run(["sync_step_w1", "sync_params_wait"], () =>
     bJson.step({ x: Float32Array.of(1, 0.5) }, { baseVersion: 0, worker: "w1", wait: 0 }),
   );
-  assert.deepEqual(w1.barrier, { version: 0, have: 1, need: 2 });
+  // the barrier also names the round's contributors (elastic rounds); these keys as before
+  const { version, have, need } = w1.barrier ?? {};
+  assert.deepEqual({ version, have, need }, { version: 0, have: 1, need: 2 });
   assert.deepEqual([w1.version, Array.from(w1.params.x!.data)], [1, [0.75, 1.75]]);
   const w2 = await run(["sync_step_w2"], () =>
     bJson.step({ x: Float32Array.of(0, 0.5) }, { baseVersion: 0, worker: "w2", wait: 0 }),

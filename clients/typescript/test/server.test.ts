@@ -160,7 +160,9 @@ for (const store of ["memory", "redis"] as const) {
       await new Promise((r) => setTimeout(r, 300));
       const w2 = await c.session(s.id, { worker: "w2" }).step({ w: [0, 1] }, { baseVersion: 0 });
       const first = await w1;
-      assert.deepEqual(first.barrier, { version: 0, have: 1, need: 2 });
+      // the barrier also names the round's contributors (elastic rounds); these keys as before
+      const { version, have, need } = first.barrier ?? {};
+      assert.deepEqual({ version, have, need }, { version: 0, have: 1, need: 2 });
       assert.deepEqual([first.version, w2.version], [1, 1]);
       assert.deepEqual(Array.from(first.params.w!.data), [-0.5, -0.5]);
       assert.deepEqual(first.params, w2.params);
