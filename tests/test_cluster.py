@@ -80,7 +80,13 @@ def keyed_steps(
                         continue
                     if r.status_code == 204:
                         with lock:
-                            acked[sid].append(int(r.headers["Optd-Version"]))
+                            acked[sid].append(
+                                int(
+                                    r.headers.get(
+                                        "Optd-Replayed-Version", r.headers["Optd-Version"]
+                                    )
+                                )
+                            )
                         break
                     assert r.status_code in (503, 409), (r.status_code, r.text)
                     if r.status_code == 409:

@@ -196,6 +196,9 @@ async def _step(
     }
     if out.replayed is not None:
         headers["Idempotent-Replayed"] = "true"
+        # the replayed step's own version (the ETag is today's): a client acknowledging
+        # steps by version needs it, with `Prefer: return=minimal` too (no body)
+        headers["Optd-Replayed-Version"] = str(out.replayed["version"])
     if fmt is None:
         return Response(status_code=204, headers=headers | {"Preference-Applied": "return=minimal"})
     params = out.params
