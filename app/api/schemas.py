@@ -124,6 +124,10 @@ class _Options(_Closed):
     staleness_lr: Literal["none", "inverse"] | None = None
     labels: dict[str, str] | None = Field(None, description="the prefix optd/ is reserved")
     ttl_s: int | None = Field(None, gt=0, le=10 * 365 * 86_400)
+    workers: int | None = Field(None, ge=1, description="sync mode: gradients per round")
+    min_workers: int | None = Field(None, ge=1, description="sync: close early with this many")
+    round_timeout_s: float | None = Field(None, gt=0, le=86_400, description="sync: round timeout")
+    worker_lease_s: float | None = Field(None, gt=0, le=86_400, description="sync: member lease")
 
 
 class SessionCreate(_Options):
@@ -151,7 +155,6 @@ class SessionCreate(_Options):
     dtype: Literal["float32", "float64"] = "float32"
     groups: list[Group] | None = None
     mode: Literal["async", "sync"] = "async"
-    workers: int | None = Field(None, ge=1, description="sync mode: gradients per round")
 
 
 class SessionPatch(_Options):
@@ -183,6 +186,9 @@ class SessionInfo(BaseModel):
     groups: list[dict[str, Any]]
     mode: Literal["async", "sync"]
     workers: int | None
+    min_workers: int | None = None
+    round_timeout_s: float | None = None
+    worker_lease_s: float | None = None
     max_staleness: int | None
     staleness_lr: str
     labels: dict[str, str]

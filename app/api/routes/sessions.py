@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request
-from pydantic import StringConstraints
+from pydantic import StringConstraints, ValidationError
 from starlette.responses import Response
 
 from app.api import openapi as doc
@@ -156,6 +156,15 @@ async def patch_session(
     if request_format(request) != "json":
         raise InvalidBody("PATCH takes a JSON object")
     obj = parse_json_object(body, "patch")
+    try:
+        # the body's shape is checked before the session is looked at, so a malformed PATCH
+        # is 422 whatever its If-Match (the engine checks the values against the session)
+        SessionPatch.model_validate(obj)
+    except ValidationError as exc:
+        errors = [{"loc": ".".join(map(str, e["loc"])), "msg": e["msg"]} for e in exc.errors()]
+        raise InvalidConfig(
+            f"patch: {errors[0]['loc']}: {errors[0]['msg']}", errors=errors
+        ) from None
     version, info = await engine.patch_session(sid, caller, obj, if_match)
     return json_response(info, headers={"ETag": etag(version)})
 

@@ -63,7 +63,7 @@ STEP_DOC = doc.body(
         doc.header(
             "Optd-Base-Version",
             "safetensors bodies: the version the gradients were computed on",
-            pattern="^[0-9]+$",
+            pattern="^[0-9]{1,18}$",
         ),
         doc.header("Optd-Worker", "safetensors bodies: the worker's id", maxLength=256),
         doc.header(
@@ -139,13 +139,18 @@ def _worker(value: Any) -> str | None:
 
 
 def parse_step(request: Request, body: bytes, settings: Any) -> StepRequest:
+    h = request.headers
+    # The Optd-* headers are validated whatever the body (they are used for safetensors
+    # bodies only): a malformed header is a 400 before anything else is looked at.
+    _int(h.get("optd-base-version"), "Optd-Base-Version")
+    _worker(h.get("optd-worker"))
+    _loss(h.get("optd-loss"))
     if request_format(request) == "json":
         obj = parse_json_object(body, "step", {"grads", "base_version", "worker", "loss"})
         grads = decode_json_tensors(obj.get("grads"), "grads", settings)
         opts: dict[str, Any] = obj
     else:
         grads, metadata = decode_safetensors(body, settings)
-        h = request.headers
         opts = {
             "base_version": h.get("optd-base-version", metadata.get("base_version")),
             "worker": h.get("optd-worker", metadata.get("worker")),
