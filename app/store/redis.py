@@ -45,7 +45,7 @@ from app.store.slotcache import Entry, SlotCache, pack
 MAX_CHUNK_BYTES = 512 * 2**20 - 2**20  # Redis refuses string values of 512 MB and more
 _SCRIPTS = ("load", "delete", "idem_get", *RedisCoordination.SCRIPTS)  # EVALSHA
 _WRITES = ("create", "commit", "append")  # EVAL inside MULTI (commit, append: or EVALSHA)
-_CAS_WRITERS = ("commit", "append")  # both start with lua/_cas.lua
+_CAS_WRITERS = ("create", "commit", "append")  # all start with lua/_cas.lua
 
 
 def _nbytes(slots: Mapping[str, np.ndarray]) -> int:
@@ -90,7 +90,7 @@ class RedisStore(RedisReads, RedisCoordination, RedisStepLog):
         self._cache = SlotCache(cache_bytes)
         lua = resources.files("app.store") / "lua"
         self._source = {n: (lua / f"{n}.lua").read_text() for n in (*_SCRIPTS, *_WRITES)}
-        cas = (lua / "_cas.lua").read_text()  # the compare-and-set core both writers share
+        cas = (lua / "_cas.lua").read_text()  # the compare-and-set core the writers share
         for name in _CAS_WRITERS:
             self._source[name] = cas + self._source[name]
         self._scripts = {n: client.register_script(self._source[n]) for n in (*_SCRIPTS, *_WRITES)}

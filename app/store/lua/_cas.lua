@@ -1,5 +1,6 @@
--- The compare-and-set core that commit.lua and append.lua share; the store prepends this
--- file to both (Redis scripts are standalone). Conventions common to both scripts:
+-- The compare-and-set core that commit.lua and append.lua share (and `CAS.settler`, which
+-- create.lua uses too); the store prepends this file to all three (Redis scripts are
+-- standalone). Conventions common to both scripts:
 -- KEYS[1] the meta key; KEYS[2..1+n] the keys this write SET (or SETs inline); the last
 -- key the idempotency record's when ARGV[3] is not empty. ARGV[1] expected version,
 -- ARGV[2] session TTL (0: keep), ARGV[3] idempotency record ('' : none), ARGV[4] its TTL,
@@ -25,9 +26,15 @@ function CAS.begin(k_at)
     redis.call('SET', KEYS[i], ARGV[k_at - 1 + i])
   end
   local cur = redis.call('HMGET', KEYS[1], 'version', 'slots', 'inc', 'tok', 'log')
+  return cur, CAS.settler(tonumber(ARGV[2]))
+end
+
+-- `settle(key)`: a key this write SET (with a short pending TTL) gets the session's
+-- lifetime: `ttl` seconds when given (> 0), else the meta key's current TTL, else none.
+-- create.lua uses it too.
+function CAS.settler(ttl)
   local pttl = redis.call('PTTL', KEYS[1])
-  local ttl = tonumber(ARGV[2])
-  local function settle(key)
+  return function(key)
     if ttl > 0 then
       redis.call('EXPIRE', key, ttl)
     elseif pttl > 0 then
@@ -36,7 +43,6 @@ function CAS.begin(k_at)
       redis.call('PERSIST', key)
     end
   end
-  return cur, settle
 end
 
 function CAS.unlink_written()

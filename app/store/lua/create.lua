@@ -18,16 +18,7 @@
 local ttl = tonumber(ARGV[1])
 local token = ARGV[7]
 local cur = redis.call('HMGET', KEYS[1], 'slots', 'tok', 'version')
-local pttl = redis.call('PTTL', KEYS[1])
-local function settle(key)
-  if ttl > 0 then
-    redis.call('EXPIRE', key, ttl)
-  elseif pttl > 0 then
-    redis.call('PEXPIRE', key, pttl)
-  else
-    redis.call('PERSIST', key)
-  end
-end
+local settle = CAS.settler(ttl)  -- lua/_cas.lua, prepended by the store
 if cur[1] then
   -- Keep our chunks only where the live layout uses them (a retried create rewrote them).
   local live = cjson.decode(cur[1])
