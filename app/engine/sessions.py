@@ -85,10 +85,7 @@ def check_values(what: str, tensors: Mapping[str, np.ndarray], dtype: Any) -> No
 
 
 def store_labels(meta: SessionMeta) -> dict[str, str]:
-    """The labels the store filters on: the user's plus the owning tenant's."""
-    if meta.tenant is None:
-        return dict(meta.options.labels)
-    return {**meta.options.labels, TENANT_LABEL: meta.tenant}
+    return meta.store_labels()
 
 
 async def delete(txn: Transactions, sid: str, caller: Caller) -> None:

@@ -138,13 +138,15 @@ class StateStore(Protocol):
         ttl_s: int | None = None,
         log: StepLog | None = None,
         unlock: str | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> int:
         """Atomically: if version == expected_version, replace meta and the given slots
-        (others untouched; a slot may be new), store `idempotency`, bump the version and
-        return it. `Conflict` (with `current_version`) if the version moved on,
-        `NotFound` if the session is gone. Never half-applied. On success the advisory
-        lock held under the token `unlock` is released in the same write; `unlock="?"`
-        (an optimistic step, loaded `cached`): `Conflict` while anyone holds the lock, so
+        (others untouched; a slot may be new) and the labels `list` filters on (None:
+        unchanged), store `idempotency`, bump the version and return it. `Conflict`
+        (with `current_version`) if the version moved on, `NotFound` if the session is
+        gone. Never half-applied. On success the advisory lock held under the token
+        `unlock` is released in the same write; `unlock="?"` (an optimistic step, loaded
+        `cached`): `Conflict` while anyone holds the lock, so
         steps that skipped it yield to steps that queue.
 
         With `log` (a step: `slots` is then the whole new state) a store may keep the step

@@ -148,6 +148,7 @@ class MemoryStore:
         ttl_s: int | None = None,
         log: StepLog | None = None,
         unlock: str | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> int:
         sess = self._get(sid)
         if unlock == "?" and sess.lock is not None and sess.lock[1] > self.clock():
@@ -160,6 +161,8 @@ class MemoryStore:
         new_slots = _own(slots)  # validates before anything changes
         sess.slots.update(new_slots)
         sess.meta = bytes(meta)
+        if labels is not None:
+            sess.labels = dict(labels)
         sess.version += 1
         if ttl_s:
             sess.expires_at = self._deadline(ttl_s)
