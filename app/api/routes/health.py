@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
-from app.api.deps import EngineDep
+from app.api.deps import EngineDep, SettingsDep
 from app.api.transport import json_response
 
 router = APIRouter(tags=["health"])
@@ -24,5 +24,9 @@ async def readyz(engine: EngineDep) -> Response:
 
 
 @router.get("/metrics")
-async def metrics(request: Request, engine: EngineDep) -> Response:
+async def metrics(request: Request, engine: EngineDep, settings: SettingsDep) -> Response:
+    if settings.metrics_auth and request.app.state.keyring is not None:
+        # any valid key (metrics name no tenant's data); not rate-limited, so a scraper
+        # never eats a tenant's request budget
+        request.app.state.keyring.authenticate(request.headers.get("authorization"))
     return Response(engine.metrics.render(), media_type=CONTENT_TYPE_LATEST)
