@@ -4,6 +4,7 @@ stale)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,3 +97,21 @@ def test_label_change_moves_the_list_entry(
     found = client.get("/v1/sessions?label=run=restored", headers=bearer(A)).json()
     assert [s["id"] for s in found["sessions"]] == [sid]
     assert client.get("/v1/sessions?label=run=new", headers=bearer(A)).json()["sessions"] == []
+
+
+def test_expired_sessions_give_their_quota_back(
+    make_client: Callable[..., TestClient], tmp_path: Path
+) -> None:
+    limits = {"a": {"max_sessions": 3, "max_state_bytes": 1000}}
+    client = make_client(api_keys_file=keys_file(tmp_path, limits))
+    for _ in range(3):
+        new(client, A, SMALL, ttl_s=1)
+    assert create_code(client) == 429
+    time.sleep(2.2)  # the three expire (Redis: by its TTL; memory: on its clock)
+    assert [create_code(client) for _ in range(4)] == [201, 201, 201, 429]
+    for sid in [s["id"] for s in client.get("/v1/sessions", headers=bearer(A)).json()["sessions"]]:
+        assert client.delete(f"/v1/sessions/{sid}", headers=bearer(A)).status_code == 204
+    new(client, A, {"w": np.zeros(80, dtype=np.float32)}, ttl_s=1)  # 960 B
+    assert [create_code(client) for _ in range(2)] == [201, 429]  # 996, then 1032 > 1000
+    time.sleep(2.2)
+    assert [create_code(client) for _ in range(3)] == [201, 201, 429]  # bytes came back too

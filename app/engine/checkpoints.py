@@ -176,6 +176,7 @@ async def import_state(
             sid, meta.to_bytes(), slots, sessions.store_labels(meta), meta.options.ttl_s
         )
     except BaseException:
-        await quotas.release(txn, caller.tenant, nbytes)
+        await quotas.created(txn, caller.tenant, nbytes, ok=False)
         raise
+    await quotas.created(txn, caller.tenant, nbytes, ok=True)
     return 0, True

@@ -11,7 +11,14 @@ from pydantic import ValidationError
 
 from app.core.auth import TENANT_LABEL, Caller
 from app.engine.meta import SessionMeta, SessionOptions
-from app.engine.quotas import Charge, check_max_params, release, reserve, state_bytes
+from app.engine.quotas import (
+    Charge,
+    check_max_params,
+    created,
+    release,
+    reserve,
+    state_bytes,
+)
 from app.engine.txn import Commit, Loaded, Transactions
 from app.ids import new_sid, sid_for_key
 from app.optim import PARAM, Layout, OptimState, parse_config
@@ -90,9 +97,8 @@ def store_labels(meta: SessionMeta) -> dict[str, str]:
 
 async def delete(txn: Transactions, sid: str, caller: Caller) -> None:
     cur = await txn.read(sid, caller, [])  # 404 for another tenant's session
-    if not await txn.store.delete(sid):
+    if not await release(txn, cur.meta.tenant, state_bytes(cur.meta), txn.store.delete(sid)):
         raise NotFound(f"session {sid!r} does not exist")
-    await release(txn, cur.meta.tenant, state_bytes(cur.meta))
     txn.metrics.sessions_deleted.inc()
 
 
@@ -129,7 +135,7 @@ async def create(
     try:
         await txn.store.create(sid, meta.to_bytes(), state.slots, store_labels(meta), options.ttl_s)
     except BaseException as exc:
-        await release(txn, caller.tenant, nbytes)
+        await created(txn, caller.tenant, nbytes, ok=False)
         if idempotency is None or not isinstance(exc, Conflict):
             raise
         cur = await txn.read(sid, caller, [])
@@ -138,6 +144,7 @@ async def create(
                 f"Idempotency-Key {idempotency[0]!r} created a session from another body"
             ) from None
         return sid, cur.version, cur.meta, True
+    await created(txn, caller.tenant, nbytes, ok=True)
     txn.metrics.sessions_created.inc()
     return sid, 0, meta, False
 
