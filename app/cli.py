@@ -97,8 +97,12 @@ def _keys_create(args: argparse.Namespace) -> int:
     _, key = new_key()
     doc.setdefault("keys", []).append(entry_for(args.tenant, key, admin=args.admin))
     doc.setdefault("tenants", {}).setdefault(args.tenant, {})
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    path.chmod(0o600)
+    # atomically (a temporary file renamed over the old one): running servers re-read
+    # the file and must never see it half-written
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.chmod(0o600)
+    tmp.replace(path)
     print(key)
     print(
         f"added a {'admin ' if args.admin else ''}key for tenant {args.tenant!r} to {path}; "

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
@@ -12,8 +14,9 @@ from app import __version__
 from app.api import docs, errors, openapi
 from app.api.deps import authorize
 from app.api.routes import health, optimizers, sessions, state, step, workers
-from app.core.auth import KeyRing, auth_enabled
+from app.core.auth import auth_enabled
 from app.core.config import Settings
+from app.core.keyfile import KeySource
 from app.core.malloc import keep_freed_memory
 from app.engine import Engine, SessionStore
 from app.metrics import Metrics
@@ -49,12 +52,27 @@ def redact(url: str) -> str:
     return url
 
 
+def _on_sighup(handler: Callable[[], None]) -> Callable[[], None]:
+    """Install a SIGHUP handler where this loop may own signals (the main thread on a Unix;
+    not the threads tests run apps in); returns what uninstalls it."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, handler)
+    except (ValueError, RuntimeError, NotImplementedError, AttributeError):
+        return lambda: None
+
+    def uninstall() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return uninstall
+
+
 def create_app(settings: Settings | None = None, store: SessionStore | None = None) -> FastAPI:
     settings = settings or Settings()
     keep_freed_memory(settings.malloc_trim_mb)
     metrics = Metrics()
-    keyring = KeyRing.load(settings.api_keys_file, settings.api_keys)
-    auth_on = auth_enabled(settings.auth, settings.host, keyring)
+    keyring = KeySource(settings.api_keys_file, settings.api_keys)  # follows the file
+    auth_on = auth_enabled(settings.auth, settings.host, keyring.ring)
     if auth_on and not len(keyring):
         raise RuntimeError(
             "auth is on (OPTD_AUTH=on, or the server binds a non-loopback address) but no "
@@ -70,6 +88,7 @@ def create_app(settings: Settings | None = None, store: SessionStore | None = No
             if auth_on
             else "auth: off (loopback bind, no keys configured): anyone on this host has access"
         )
+        hup = _on_sighup(keyring.force)  # reload the keys now (they follow the file anyway)
         # refuses to start against an unreachable Redis
         engine = await Engine.open(settings, metrics, store)
         metrics.info.set(1 if engine.store.kind != "memory" else 0)
@@ -77,6 +96,7 @@ def create_app(settings: Settings | None = None, store: SessionStore | None = No
         try:
             yield
         finally:
+            hup()
             await engine.close()
 
     app = FastAPI(

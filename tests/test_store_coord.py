@@ -92,3 +92,21 @@ def test_barrier_counts_distinct_workers(store: SessionStore) -> None:
     run(store.barrier_clear("s1", 0))
     assert run(store.barrier_get("s1", 0)) == {}
     assert run(store.barrier_get("s1", 1)) == {"w1": b"next"}
+
+
+def test_a_recount_never_runs_across_a_pending_charge(store: SessionStore) -> None:
+    """quota_gen/quota_recount: a recount replaces the counters only if nothing changed
+    them since it began, and none starts while a charged write is pending."""
+    assert run(store.quota_add("t", 1, 10, 1, None, pending=1))
+    assert run(store.quota_gen("t", 60_000)) is None  # its session may not be listed yet
+    assert run(store.quota_gen("t", 0)) is not None  # unless its writer looks dead
+    assert run(store.quota_add("t", 0, 0, None, None, pending=-1))
+    gen = run(store.quota_gen("t", 60_000))
+    assert gen is not None
+    assert not run(store.quota_add("t", 1, 10, 1, None))  # at the limit
+    assert run(store.quota_add("t", 0, 5, None, None))  # a change: the recount is stale
+    assert not run(store.quota_recount("t", gen, 0, 0))
+    assert not run(store.quota_add("t", 1, 10, 1, None))  # still counted
+    gen = run(store.quota_gen("t", 60_000))
+    assert gen is not None and run(store.quota_recount("t", gen, 0, 0))
+    assert run(store.quota_add("t", 1, 10, 1, None))  # the recount freed the slot

@@ -204,7 +204,7 @@ def test_a_retried_write_is_recognised_not_applied_twice(
     assert run(a._write("create", chunks, [mkey, *chunks], args)) == 1  # the retry
     token = K.new_token()
     _, layout, chunks = pack("s", {"p": vec(2)}, token, a.chunk_bytes)
-    args2 = [0, 0, b"", 60, b"m1", token, json.dumps(layout), ""]
+    args2 = [0, 0, b"", 60, b"m1", token, json.dumps(layout), "", ""]
     first = run(a._write("commit", chunks, [mkey, *chunks], args2, inline=True))
     again = run(a._write("commit", chunks, [mkey, *chunks], args2, inline=True))
     assert first[:2] == again[:2] == [1, 1]

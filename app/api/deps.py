@@ -10,8 +10,9 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from app.api.parse import parse_uint
-from app.core.auth import ANONYMOUS, Caller, KeyRing
+from app.core.auth import ANONYMOUS, Caller
 from app.core.config import Settings
+from app.core.keyfile import KeySource
 from app.engine import Engine
 
 
@@ -57,7 +58,7 @@ async def authorize(
     """Who is calling (a tenant's key, an admin key, or anyone when auth is off), after
     taking one request from the tenant's rate. Routes pass the caller to every engine
     call: the engine checks each session it loads against it."""
-    ring: KeyRing | None = request.app.state.keyring
+    ring: KeySource | None = request.app.state.keyring
     caller = ANONYMOUS if ring is None else ring.authenticate(authorization)
     engine: Engine = request.app.state.engine
     await engine.admit(caller)

@@ -32,6 +32,8 @@ _HTTP_SLUGS = {
 
 
 def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    if body["status"] == 401:  # RFC 9110 §11.6.1: a 401 names the scheme it wants
+        headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="optd"'}
     return Response(
         orjson.dumps(body), status_code=body["status"], media_type=PROBLEM_JSON, headers=headers
     )

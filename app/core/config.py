@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     )
     api_keys_file: str | None = Field(None, description="JSON keys file (see app.core.auth)")
     api_keys: str | None = Field(None, description="tenant:key,... (plain; tests and dev)")
+    metrics_auth: bool = Field(
+        False, description="/metrics needs an API key (any tenant's) when auth is on"
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = Field(1, ge=1)

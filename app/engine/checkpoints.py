@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from app.core.auth import Caller
-from app.engine import sessions
+from app.engine import quotas, sessions
 from app.engine.meta import SessionMeta
 from app.engine.sessions import check_values
 from app.engine.txn import Commit, Hidden, Loaded, Transactions
@@ -116,8 +116,8 @@ async def import_state(
         raise InvalidBody(
             f"checkpoint: malformed meta document ({exc}); export one with GET .../state"
         ) from None
-    meta.tenant = caller.tenant  # whoever restores a checkpoint owns the session
-    sessions.check_max_params(caller, meta.layout.total)  # before allocating anything
+    meta.tenant = caller.tenant  # a new session is the restorer's (an existing one keeps its)
+    quotas.check_max_params(caller, meta.layout.total)  # before allocating anything
     cfg = meta.config.resolve()
     n = len(meta.layout.specs)
     if meta.steps.size != n or any(v.size != n for v in meta.scalars.values()):
@@ -149,11 +149,17 @@ async def import_state(
         slots[slot] = flat
     meta.updated_at = time.time()
 
+    quota = quotas.Charge(txn, caller)
+
     async def restore(cur: Loaded) -> Commit[None]:
+        # an admin restoring a tenant's session must not take it from its tenant
+        meta.tenant = cur.meta.tenant
+        await quota.set(meta.tenant, quotas.state_bytes(cur.meta), quotas.state_bytes(meta))
         return Commit(meta, slots, None)
 
     try:
-        version, _ = await txn.write(sid, caller, restore, if_match=if_match, slots=[])
+        write = txn.write(sid, caller, restore, if_match=if_match, slots=[])
+        version, _ = await quota.run(write)
         return version, False
     except Hidden:
         raise  # another tenant's id: as if absent, and never created over
@@ -162,13 +168,15 @@ async def import_state(
             raise NotFound(
                 f"session {sid} not found (If-Match needs an existing session)"
             ) from None
-    nbytes = sessions.state_bytes(meta)
-    await sessions.reserve(txn, caller, meta.layout.total, nbytes)
+    meta.tenant = caller.tenant
+    nbytes = quotas.state_bytes(meta)
+    await quotas.reserve(txn, caller, meta.layout.total, nbytes)
     try:
         await txn.store.create(
             sid, meta.to_bytes(), slots, sessions.store_labels(meta), meta.options.ttl_s
         )
     except BaseException:
-        await sessions.release(txn, caller.tenant, nbytes)
+        await quotas.created(txn, caller.tenant, nbytes, ok=False)
         raise
+    await quotas.created(txn, caller.tenant, nbytes, ok=True)
     return 0, True

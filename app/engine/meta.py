@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.core.auth import TENANT_LABEL
 from app.optim import Layout, OptimConfig, OptimState
 from app.problems import InvalidConfig
 
@@ -124,6 +125,12 @@ class SessionMeta:
     # (config, options, layout, their JSON): compared by identity, so a PATCH that
     # assigns a new config re-serialises, and an unchanged session never does
     _static_cache: tuple[Any, Any, Any, bytes] | None = field(default=None, repr=False)
+
+    def store_labels(self) -> dict[str, str]:
+        """The labels the store filters lists on: the user's plus the owning tenant's."""
+        if self.tenant is None:
+            return dict(self.options.labels)
+        return {**self.options.labels, TENANT_LABEL: self.tenant}
 
     def to_document(self) -> dict[str, Any]:
         """The whole meta as one JSON-able dict (`format` 1): what checkpoints carry."""

@@ -11,6 +11,14 @@ from pydantic import ValidationError
 
 from app.core.auth import TENANT_LABEL, Caller
 from app.engine.meta import SessionMeta, SessionOptions
+from app.engine.quotas import (
+    Charge,
+    check_max_params,
+    created,
+    release,
+    reserve,
+    state_bytes,
+)
 from app.engine.txn import Commit, Loaded, Transactions
 from app.ids import new_sid, sid_for_key
 from app.optim import PARAM, Layout, OptimState, parse_config
@@ -22,7 +30,6 @@ from app.problems import (
     InvalidConfig,
     InvalidTensor,
     NotFound,
-    RateLimited,
 )
 
 CONFIG_KEYS = (
@@ -98,56 +105,14 @@ def check_values(what: str, tensors: Mapping[str, np.ndarray], dtype: Any) -> No
             )
 
 
-def state_bytes(meta: SessionMeta) -> int:
-    cfg = meta.config.resolve()
-    return meta.layout.total * cfg.dtype.itemsize * (1 + len(cfg.slot_names()))
-
-
 def store_labels(meta: SessionMeta) -> dict[str, str]:
-    """The labels the store filters on: the user's plus the owning tenant's."""
-    if meta.tenant is None:
-        return dict(meta.options.labels)
-    return {**meta.options.labels, TENANT_LABEL: meta.tenant}
-
-
-def check_max_params(caller: Caller, total: int) -> None:
-    limit = caller.limits.max_params
-    if caller.tenant is not None and limit is not None and total > limit:
-        raise RateLimited(
-            f"tenant {caller.tenant!r} may have at most {limit} parameters per session; "
-            f"this one has {total}",
-            retry_after=3600,
-        )
-
-
-async def reserve(txn: Transactions, caller: Caller, total: int, nbytes: int) -> None:
-    """Count a new session against the tenant's quotas (429 when over), atomically in the
-    store so racing creates cannot pass the limit."""
-    if caller.tenant is None:
-        return
-    check_max_params(caller, total)
-    lim, tenant = caller.limits, caller.tenant
-    if lim.max_sessions is None and lim.max_state_bytes is None:
-        return
-    # (a session that expires by TTL is not subtracted: see DESIGN §8, tenants)
-    if not await txn.store.quota_add(tenant, 1, nbytes, lim.max_sessions, lim.max_state_bytes):
-        raise RateLimited(
-            f"tenant {tenant!r} is at its quota (limits: {lim.max_sessions} sessions, "
-            f"{lim.max_state_bytes} state bytes): delete sessions or ask for a larger quota",
-            retry_after=60,
-        )
-
-
-async def release(txn: Transactions, tenant: str | None, nbytes: int) -> None:
-    if tenant is not None:
-        await txn.store.quota_add(tenant, -1, -nbytes, None, None)
+    return meta.store_labels()
 
 
 async def delete(txn: Transactions, sid: str, caller: Caller) -> None:
     cur = await txn.read(sid, caller, [])  # 404 for another tenant's session
-    if not await txn.store.delete(sid):
+    if not await release(txn, cur.meta.tenant, state_bytes(cur.meta), txn.store.delete(sid)):
         raise NotFound(f"session {sid!r} does not exist")
-    await release(txn, cur.meta.tenant, state_bytes(cur.meta))
     txn.metrics.sessions_deleted.inc()
 
 
@@ -184,7 +149,7 @@ async def create(
     try:
         await txn.store.create(sid, meta.to_bytes(), state.slots, store_labels(meta), options.ttl_s)
     except BaseException as exc:
-        await release(txn, caller.tenant, nbytes)
+        await created(txn, caller.tenant, nbytes, ok=False)
         if idempotency is None or not isinstance(exc, Conflict):
             raise
         cur = await txn.read(sid, caller, [])
@@ -193,6 +158,7 @@ async def create(
                 f"Idempotency-Key {idempotency[0]!r} created a session from another body"
             ) from None
         return sid, cur.version, cur.meta, True
+    await created(txn, caller.tenant, nbytes, ok=True)
     txn.metrics.sessions_created.inc()
     return sid, 0, meta, False
 
@@ -237,8 +203,11 @@ async def patch(
             errors=[{"loc": k, "msg": "not patchable"} for k in sorted(bad)],
         )
 
+    quota = Charge(txn, caller)
+
     async def change(cur: Loaded) -> Commit[SessionMeta]:
         meta = cur.meta
+        old_bytes = state_bytes(meta)
         raw = meta.config.model_dump(mode="json")
         for key in ("schedule", "max_grad_norm", "check_finite"):
             if key in body:
@@ -265,10 +234,11 @@ async def patch(
                 )
                 new_slots[slot] = fresh.slots[slot]
         meta.updated_at = time.time()
+        await quota.set(meta.tenant, old_bytes, state_bytes(meta))  # 429 before the commit
         # every slot, not just the new ones: a store with a step log snapshots here
         return Commit(meta, {**cur.slots, **new_slots}, meta)
 
-    return await txn.write(sid, caller, change, if_match=if_match)
+    return await quota.run(txn.write(sid, caller, change, if_match=if_match))
 
 
 def parse_label_filter(items: list[str]) -> dict[str, str]:

@@ -193,6 +193,8 @@ class Transactions:
                         out.meta.options.ttl_s,
                         out.log,
                         unlock,
+                        # the list index changes with the session (a step never relabels)
+                        None if out.log is not None else out.meta.store_labels(),
                     )
                 except Conflict as exc:
                     attempts += 1

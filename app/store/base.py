@@ -149,13 +149,15 @@ class StateStore(Protocol):
         ttl_s: int | None = None,
         log: StepLog | None = None,
         unlock: str | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> int:
         """Atomically: if version == expected_version, replace meta and the given slots
-        (others untouched; a slot may be new), store `idempotency`, bump the version and
-        return it. `Conflict` (with `current_version`) if the version moved on,
-        `NotFound` if the session is gone. Never half-applied. On success the advisory
-        lock held under the token `unlock` is released in the same write; `unlock="?"`
-        (an optimistic step, loaded `cached`): `Conflict` while anyone holds the lock, so
+        (others untouched; a slot may be new) and the labels `list` filters on (None:
+        unchanged), store `idempotency`, bump the version and return it. `Conflict`
+        (with `current_version`) if the version moved on, `NotFound` if the session is
+        gone. Never half-applied. On success the advisory lock held under the token
+        `unlock` is released in the same write; `unlock="?"` (an optimistic step, loaded
+        `cached`): `Conflict` while anyone holds the lock, so
         steps that skipped it yield to steps that queue.
 
         With `log` (a step: `slots` is then the whole new state) a store may keep the step
@@ -234,9 +236,21 @@ class Coordination(Protocol):
         nbytes: int,
         max_sessions: int | None,
         max_bytes: int | None,
+        pending: int = 0,
     ) -> bool:
         """Atomically add to a tenant's usage (sessions, state bytes) unless an increase
-        would pass a limit (then nothing changes and False). Decreases always apply."""
+        would pass a limit (then nothing changes and False). Decreases always apply.
+        `pending` +1 marks a write charged before its session changes, -1 its end (landed
+        or failed): recounts wait for those. Every applied change bumps a generation."""
+
+    async def quota_gen(self, tenant: str, stale_ms: int) -> int | None:
+        """The usage's generation, where a recount may start; None while a charged write
+        is pending (unless the pending count has not changed for `stale_ms`: its writer
+        died)."""
+
+    async def quota_recount(self, tenant: str, gen: int, sessions: int, nbytes: int) -> bool:
+        """Replace the usage with a recount of the live sessions that began at `gen`; False
+        (nothing changed) if the usage changed since."""
 
     async def rate_take(self, tenant: str, rate: float, burst: float) -> float:
         """Take one token from the tenant's bucket: 0.0 if granted, else seconds to wait.

@@ -23,7 +23,8 @@ Layout (the `{...}` part is the Redis Cluster hash tag):
     optd:{<sid>}:members                       hash: s:<worker> last seen, r:<worker> rounds
                                                contributed, v:<worker> last version (sync)
     optd:index:{<shard>}                       sorted set, score 0, members = sids
-    optd:tenant:{<tenant>}:usage               hash: sessions, bytes (quota counters)
+    optd:tenant:{<tenant>}:usage               hash: sessions, bytes (quota counters), gen,
+                                               pending, pending_at (for recounts)
     optd:tenant:{<tenant>}:bucket              hash: tokens, at (the rate limiter)
 
 `slots` in meta is JSON `{slot: [dtype, length, nchunks, token, nbytes]}`: the snapshot.

@@ -27,6 +27,7 @@ from app.store.base import (
     StoredSession,
     refuse_in_flight,
 )
+from app.store.memory_tenants import MemoryTenants
 
 
 @dataclass
@@ -56,7 +57,7 @@ def _own(slots: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-class MemoryStore:
+class MemoryStore(MemoryTenants):
     kind = "memory"
 
     def wants_log(self, sid: str, version: int, state_bytes: int) -> bool:
@@ -78,8 +79,7 @@ class MemoryStore:
         self.clock = clock  # injectable so tests can expire sessions without sleeping
         self._sessions: dict[str, _Session] = {}
         self._order: list[str] = []  # sorted sids, for stable cursor paging
-        self._usage: dict[str, list[int]] = {}  # tenant -> [sessions, bytes]
-        self._buckets: dict[str, tuple[float, float]] = {}  # tenant -> (tokens, at)
+        MemoryTenants.__init__(self, clock)
 
     def _get(self, sid: str) -> _Session:
         keys.check_sid(sid)
@@ -152,6 +152,7 @@ class MemoryStore:
         ttl_s: int | None = None,
         log: StepLog | None = None,
         unlock: str | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> int:
         sess = self._get(sid)
         if unlock == "?" and sess.lock is not None and sess.lock[1] > self.clock():
@@ -164,6 +165,8 @@ class MemoryStore:
         new_slots = _own(slots)  # validates before anything changes
         sess.slots.update(new_slots)
         sess.meta = bytes(meta)
+        if labels is not None:
+            sess.labels = dict(labels)
         sess.version += 1
         if ttl_s:
             sess.expires_at = self._deadline(ttl_s)
@@ -297,31 +300,3 @@ class MemoryStore:
             w: Member(m.last_seen, m.rounds, m.last_version)
             for w, m in self._get(sid).members.items()
         }
-
-    async def quota_add(
-        self,
-        tenant: str,
-        sessions: int,
-        nbytes: int,
-        max_sessions: int | None,
-        max_bytes: int | None,
-    ) -> bool:
-        use = self._usage.setdefault(tenant, [0, 0])
-        s, b = use[0] + sessions, use[1] + nbytes
-        if sessions > 0 or nbytes > 0:
-            if (max_sessions is not None and s > max_sessions) or (
-                max_bytes is not None and b > max_bytes
-            ):
-                return False
-        use[0], use[1] = max(s, 0), max(b, 0)
-        return True
-
-    async def rate_take(self, tenant: str, rate: float, burst: float) -> float:
-        now = time.monotonic()
-        tokens, at = self._buckets.get(tenant, (burst, now))
-        tokens = min(burst, tokens + (now - at) * rate)
-        if tokens >= 1:
-            self._buckets[tenant] = (tokens - 1, now)
-            return 0.0
-        self._buckets[tenant] = (tokens, now)
-        return (1 - tokens) / rate

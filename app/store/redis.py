@@ -165,6 +165,7 @@ class RedisStore(RedisReads, RedisCoordination, RedisStepLog):
         ttl_s: int | None = None,
         log: StepLog | None = None,
         unlock: str | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> int:
         """A snapshot (every given slot, and the step log is dropped), or with `log` and
         room in the log, an append of the step's gradient: 4 bytes a float32 parameter
@@ -172,7 +173,7 @@ class RedisStore(RedisReads, RedisCoordination, RedisStepLog):
         replays at most `log_steps - 1` steps."""
         known = self._log_len.get(sid)
         if log is not None and known is not None:
-            if self.wants_log(sid, expected_version, _nbytes(slots)):
+            if labels is None and self.wants_log(sid, expected_version, _nbytes(slots)):
                 return await self._append(
                     sid, expected_version, known, meta, slots, log, idempotency, ttl_s, unlock
                 )
@@ -186,6 +187,7 @@ class RedisStore(RedisReads, RedisCoordination, RedisStepLog):
             record = keys.encode_idempotency(idempotency.fingerprint, idempotency.response)
         args = [expected_version, ttl_s or 0, record, self.idempotency_ttl_s, meta, token]
         args += [json.dumps(layout), unlock or ""]
+        args.append("" if labels is None else json.dumps(dict(labels), sort_keys=True))
         reply = await self._write("commit", chunks, klist, args, inline=True)
         version, inc = self._committed(sid, reply, expected_version)
         ent = self._cache.get(sid)

@@ -18,7 +18,15 @@ class RedisCoordination(RedisConn):
     """The coordination part of RedisStore: idempotency claims, the advisory lock, sync
     rounds, tenants' quotas and request rates."""
 
-    SCRIPTS = ("idem_claim", "idem_release", "compare_del", "quota_add", "rate_take")
+    SCRIPTS = (
+        "idem_claim",
+        "idem_release",
+        "compare_del",
+        "quota_add",
+        "quota_gen",
+        "quota_recount",
+        "rate_take",
+    )
 
     async def claim_idempotency(
         self, sid: str, key: str, fingerprint: str, ttl_s: float
@@ -151,13 +159,22 @@ class RedisCoordination(RedisConn):
         nbytes: int,
         max_sessions: int | None,
         max_bytes: int | None,
+        pending: int = 0,
     ) -> bool:
         limits = [
             -1 if max_sessions is None else max_sessions,
             -1 if max_bytes is None else max_bytes,
         ]
-        ok = await self._run("quota_add", [keys.usage_key(tenant)], [sessions, nbytes, *limits])
-        return bool(ok)
+        args = [sessions, nbytes, *limits, pending]
+        return bool(await self._run("quota_add", [keys.usage_key(tenant)], args))
+
+    async def quota_gen(self, tenant: str, stale_ms: int) -> int | None:
+        gen = await self._run("quota_gen", [keys.usage_key(tenant)], [stale_ms])
+        return None if int(gen) < 0 else int(gen)
+
+    async def quota_recount(self, tenant: str, gen: int, sessions: int, nbytes: int) -> bool:
+        args = [gen, sessions, nbytes]
+        return bool(await self._run("quota_recount", [keys.usage_key(tenant)], args))
 
     async def rate_take(self, tenant: str, rate: float, burst: float) -> float:
         wait_ms = await self._run("rate_take", [keys.bucket_key(tenant)], [rate, burst])

@@ -7,7 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import PlainTextResponse, Response
 
 from app.api import openapi as doc
-from app.api.deps import EngineDep
+from app.api.deps import EngineDep, SettingsDep
 from app.api.schemas import Health, Ready
 from app.api.transport import json_response
 
@@ -43,9 +43,13 @@ async def readyz(engine: EngineDep) -> Response:
     operation_id="metrics",
     summary="Prometheus metrics",
     description="Steps, step latency by phase, bytes, conflicts, stale refusals, sessions, "
-    "in the Prometheus text format. No key needed.",
+    "in the Prometheus text format. No key needed unless OPTD_METRICS_AUTH=1.",
     response_class=PlainTextResponse,
     responses={200: {"description": "Prometheus text exposition format"}},
 )
-async def metrics(request: Request, engine: EngineDep) -> Response:
+async def metrics(request: Request, engine: EngineDep, settings: SettingsDep) -> Response:
+    if settings.metrics_auth and request.app.state.keyring is not None:
+        # any valid key (metrics name no tenant's data); not rate-limited, so a scraper
+        # never eats a tenant's request budget
+        request.app.state.keyring.authenticate(request.headers.get("authorization"))
     return Response(engine.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -19,7 +19,9 @@
 -- ARGV[8]         token of the advisory lock to release on success ('' : none; '?' : an
 --                 optimistic step that did not take the lock: a conflict while anyone
 --                 holds it, so steps that skipped the lock yield to steps that queue)
--- ARGV[9]         K: the values of the first K chunk keys follow as ARGV[10..9+K] and
+-- ARGV[9]         the labels `list` filters on, JSON object ('' : unchanged); the list
+--                 reads them from meta, so they change atomically with the session
+-- ARGV[10]        K: the values of the first K chunk keys follow as ARGV[11..10+K] and
 --                 are SET here (a small state: one EVALSHA instead of MULTI, SETs, EVAL,
 --                 EXEC); 0 when they were SET before the script
 -- Returns {1, new_version, incarnation} | {0, current_version} (conflict) | {-1} (no session)
@@ -31,7 +33,7 @@
 local ttl = tonumber(ARGV[2])
 local token = ARGV[6]
 local nchunks = CAS.written()
-local cur, settle = CAS.begin(9)
+local cur, settle = CAS.begin(10)
 if not cur[1] then
   CAS.unlink_written()
   return {-1}
@@ -94,4 +96,7 @@ if ttl > 0 then
 end
 redis.call('HSET', KEYS[1], 'version', version + 1, 'tok', token, 'meta', ARGV[5],
   'slots', cjson.encode(layout))
+if ARGV[9] ~= '' then
+  redis.call('HSET', KEYS[1], 'labels', ARGV[9])
+end
 return CAS.finish(version + 1, ARGV[8], cur[3])
