@@ -14,7 +14,6 @@ lock, load, If-Match, the change, a compare-and-set commit, one conflict policy.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +23,7 @@ import numpy as np
 from app.core.auth import Caller
 from app.core.config import Settings
 from app.engine import checkpoints, sessions
+from app.engine.claims import Claim
 from app.engine.rounds import Rounds
 from app.engine.steps import Steps
 from app.engine.txn import Loaded, Transactions
@@ -44,8 +44,6 @@ __all__ = [
     "StepOutcome",
     "StepRequest",
 ]
-
-INFLIGHT_TTL_S = 30.0  # an Idempotency-Key stays "in flight" at most this long after a crash
 
 
 class Engine:
@@ -170,26 +168,24 @@ class Engine:
         fingerprint: str = "",
         wait: float = DEFAULT_WAIT_S,
     ) -> StepOutcome | BarrierPending:
-        key = idempotency_key
-        if key is not None:
-            record = await self.store.claim_idempotency(sid, key, fingerprint, INFLIGHT_TTL_S)
+        claim = None
+        if idempotency_key is not None:
+            claim = Claim(self.store, sid, caller, idempotency_key, fingerprint)
+            record = await claim.take()
             if record is not None:
                 return await self._steps.replayed(sid, caller, record, fingerprint)
         recorded = False
         try:
-            out = await self._steps.apply(
-                sid, caller, req, if_match=if_match, key=key, fingerprint=fingerprint
-            )
+            out = await self._steps.apply(sid, caller, req, if_match=if_match, claim=claim)
             if isinstance(out, Loaded):
                 # a sync-mode session: the round decides (waiting happens outside the lock)
                 return await self._rounds.contribute(sid, caller, out, req, wait)
-            recorded = key is not None
+            recorded = claim is not None
             return out
         finally:
-            if key is not None and not recorded:
-                # the request failed (or sync mode, where the worker id dedups): free the key
-                with contextlib.suppress(Exception):
-                    await self.store.release_idempotency(sid, key, fingerprint)
+            if claim is not None:
+                # failed (or sync mode, where the worker id dedups): free the key now
+                await claim.end(release=not recorded)
 
     # --- params and checkpoints ---
 

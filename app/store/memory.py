@@ -9,6 +9,7 @@ lazily (an expired session is dropped when next touched or listed).
 from __future__ import annotations
 
 import bisect
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import numpy as np
 from app.problems import Conflict, NotFound
 from app.store import keys
 from app.store.base import (
+    ClaimLost,
     IdempotencyRecord,
     Locked,
     SessionSummary,
@@ -34,8 +36,13 @@ class _Session:
     slots: dict[str, np.ndarray]
     labels: dict[str, str]
     expires_at: float | None
-    idempotency: dict[str, tuple[IdempotencyRecord, float]] = field(default_factory=dict)
-    inflight: dict[str, tuple[str, float]] = field(default_factory=dict)  # key -> (fp, until)
+    # keyed by (tenant, Idempotency-Key): one tenant's keys never meet another's
+    idempotency: dict[tuple[str, str], tuple[IdempotencyRecord, float]] = field(
+        default_factory=dict
+    )
+    inflight: dict[tuple[str, str], tuple[str, float, str]] = field(
+        default_factory=dict
+    )  # (tenant, key) -> (fingerprint, lease until, owner)
     lock: tuple[str, float] | None = None
     barriers: dict[int, dict[str, bytes]] = field(default_factory=dict)
 
@@ -157,6 +164,8 @@ class MemoryStore:
                 f"session {sid} is at version {sess.version}, not {expected_version}",
                 current_version=sess.version,
             )
+        if idempotency is not None and not self._claim_held(sess, idempotency):
+            raise ClaimLost(idempotency.key)
         new_slots = _own(slots)  # validates before anything changes
         sess.slots.update(new_slots)
         sess.meta = bytes(meta)
@@ -165,8 +174,9 @@ class MemoryStore:
             sess.expires_at = self._deadline(ttl_s)
         if idempotency is not None:
             until = self.clock() + self.idempotency_ttl_s
-            sess.idempotency[idempotency.key] = (idempotency, until)
-            sess.inflight.pop(idempotency.key, None)
+            at = (idempotency.scope, idempotency.key)
+            sess.idempotency[at] = (idempotency, until)
+            sess.inflight.pop(at, None)
         if unlock is not None and unlock != "?":
             await self.unlock(sid, unlock)
         return sess.version
@@ -202,37 +212,63 @@ class MemoryStore:
         more = i < len(self._order)
         return page, (keys.encode_cursor(self._order[i - 1]) if more else None)
 
-    async def get_idempotency(self, sid: str, key: str) -> IdempotencyRecord | None:
+    def _claim_held(self, sess: _Session, rec: IdempotencyRecord) -> bool:
+        """The commit's half of the claim (as `CAS.claim_held` in lua/_cas.lua): the key
+        holds our own claim, or nothing; never another's claim or a record."""
+        at, now = (rec.scope, rec.key), self.clock()
+        done = sess.idempotency.get(at)
+        if done is not None and done[1] > now:
+            return False
+        held = sess.inflight.get(at)
+        return held is None or held[1] <= now or held[2] == rec.owner
+
+    async def get_idempotency(
+        self, sid: str, key: str, scope: str = ""
+    ) -> IdempotencyRecord | None:
         try:
             sess = self._get(sid)
         except NotFound:
             return None
-        hit = sess.idempotency.get(key)
+        hit = sess.idempotency.get((scope, key))
         if hit is None:
             return None
         if hit[1] <= self.clock():
-            del sess.idempotency[key]
+            del sess.idempotency[(scope, key)]
             return None
         return hit[0]
 
     async def claim_idempotency(
-        self, sid: str, key: str, fingerprint: str, ttl_s: float
+        self, sid: str, key: str, fingerprint: str, ttl_s: float, scope: str = "", owner: str = ""
     ) -> IdempotencyRecord | None:
-        done = await self.get_idempotency(sid, key)
+        done = await self.get_idempotency(sid, key, scope)
         if done is not None:
             return done
         sess = self._get(sid)
         now = self.clock()
-        held = sess.inflight.get(key)
+        held = sess.inflight.get((scope, key))
         if held is not None and held[1] > now:
             refuse_in_flight(key, held[0] == fingerprint)
-        sess.inflight[key] = (fingerprint, now + ttl_s)
+        sess.inflight[(scope, key)] = (fingerprint, now + ttl_s, owner or secrets.token_hex(8))
         return None
 
-    async def release_idempotency(self, sid: str, key: str, fingerprint: str) -> None:
+    async def renew_idempotency(
+        self, sid: str, key: str, fingerprint: str, ttl_s: float, scope: str, owner: str
+    ) -> bool:
         sess = self._sessions.get(sid)
-        if sess is not None and sess.inflight.get(key, ("",))[0] == fingerprint:
-            del sess.inflight[key]
+        held = None if sess is None else sess.inflight.get((scope, key))
+        if sess is None or held is None or held[2] != owner or held[1] <= self.clock():
+            return False
+        sess.inflight[(scope, key)] = (held[0], self.clock() + ttl_s, owner)
+        return True
+
+    async def release_idempotency(
+        self, sid: str, key: str, fingerprint: str, scope: str = "", owner: str = ""
+    ) -> None:
+        sess = self._sessions.get(sid)
+        held = None if sess is None else sess.inflight.get((scope, key))
+        if sess is not None and held is not None and held[0] == fingerprint:
+            if not owner or held[2] == owner:
+                del sess.inflight[(scope, key)]
 
     async def try_lock(self, sid: str, token: str, ttl_ms: int) -> bool:
         sess = self._get(sid)

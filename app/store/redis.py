@@ -182,12 +182,12 @@ class RedisStore(RedisReads, RedisCoordination, RedisStepLog):
         owned, layout, chunks = pack(sid, slots, token, self.chunk_bytes)
         klist, record = [mkey, *chunks], b""
         if idempotency is not None:
-            klist.append(keys.idem_key(sid, idempotency.key))
-            record = keys.encode_idempotency(idempotency.fingerprint, idempotency.response)
+            klist.append(keys.idem_key(sid, idempotency.key, idempotency.scope))
+            record = keys.idempotency_arg(idempotency)
         args = [expected_version, ttl_s or 0, record, self.idempotency_ttl_s, meta, token]
         args += [json.dumps(layout), unlock or ""]
         reply = await self._write("commit", chunks, klist, args, inline=True)
-        version, inc = self._committed(sid, reply, expected_version)
+        version, inc = self._committed(sid, reply, expected_version, idempotency)
         ent = self._cache.get(sid)
         if ent is not None and ent.version == expected_version and ent.inc == inc:
             owned = {**ent.arrays, **owned}
@@ -197,7 +197,8 @@ class RedisStore(RedisReads, RedisCoordination, RedisStepLog):
 
     async def delete(self, sid: str) -> bool:
         """Meta, chunks and the index entry go; idempotency records cannot be found without
-        SCAN and expire on their TTL (`get_idempotency` ignores them once meta is gone)."""
+        SCAN and expire on their TTL: each is stored with the session's incarnation, so
+        neither this session's absence nor a re-created one under the id replays them."""
         if not keys.is_sid(sid):
             return False
         mkey = keys.meta_key(sid)
@@ -245,12 +246,14 @@ class RedisStore(RedisReads, RedisCoordination, RedisStepLog):
             if len(page) >= limit or budget <= 0:
                 return page, keys.encode_cursor(after)
 
-    async def get_idempotency(self, sid: str, key: str) -> IdempotencyRecord | None:
+    async def get_idempotency(
+        self, sid: str, key: str, scope: str = ""
+    ) -> IdempotencyRecord | None:
         if not keys.is_sid(sid):
             return None
         mkey = keys.meta_key(sid)
-        value = await self._run("idem_get", [mkey, keys.idem_key(sid, key)], [])
+        value = await self._run("idem_get", [mkey, keys.idem_key(sid, key, scope)], [])
         if value is None or value.startswith(keys.INFLIGHT):
             return None
         fingerprint, response = keys.decode_idempotency(value)
-        return IdempotencyRecord(key, fingerprint, response)
+        return IdempotencyRecord(key, fingerprint, response, scope)

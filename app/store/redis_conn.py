@@ -30,6 +30,7 @@ from redis.exceptions import (
 )
 
 from app.problems import Conflict, NotFound, StoreUnavailable
+from app.store.base import ClaimLost, IdempotencyRecord
 from app.store.slotcache import SlotCache
 
 T = TypeVar("T")
@@ -222,7 +223,13 @@ class RedisConn:
                 retry_after=1,
             )
 
-    def _committed(self, sid: str, reply: list[Any], expected_version: int) -> tuple[int, str]:
+    def _committed(
+        self,
+        sid: str,
+        reply: list[Any],
+        expected_version: int,
+        idempotency: IdempotencyRecord | None = None,
+    ) -> tuple[int, str]:
         if reply[0] == -1:
             self._cache.pop(sid)
             raise NotFound(f"session {sid} not found")
@@ -231,6 +238,9 @@ class RedisConn:
                 f"session {sid} is at version {reply[1]}, not {expected_version}",
                 current_version=int(reply[1]),
             )
+        if reply[0] == -3:
+            # the Idempotency-Key is another request's now: nothing was written
+            raise ClaimLost(idempotency.key if idempotency else "")
         if reply[0] == -2:
             raise RuntimeError("a commit over a step log must write every slot (a snapshot)")
         return int(reply[1]), reply[2].decode()
