@@ -23,8 +23,8 @@ import secrets
 from app.core.auth import Caller
 from app.store.base import IdempotencyRecord, SessionStore
 
-LEASE_S = 2.0  # a dead request's Idempotency-Key is free again at most this long after
-RENEW_S = 0.5  # renewed this often while the request runs (4 chances per lease)
+LEASE_S = 1.5  # a dead request's Idempotency-Key is free again at most this long after
+RENEW_S = 0.5  # renewed this often while the request runs (3 chances per lease)
 
 
 class Claim:
