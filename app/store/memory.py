@@ -9,7 +9,6 @@ lazily (an expired session is dropped when next touched or listed).
 from __future__ import annotations
 
 import bisect
-import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,8 +24,8 @@ from app.store.base import (
     SessionSummary,
     StepLog,
     StoredSession,
-    refuse_in_flight,
 )
+from app.store.memory_idem import MemoryIdempotency
 
 
 @dataclass
@@ -59,7 +58,7 @@ def _own(slots: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-class MemoryStore:
+class MemoryStore(MemoryIdempotency):
     kind = "memory"
 
     def wants_log(self, sid: str, version: int, state_bytes: int) -> bool:
@@ -211,64 +210,6 @@ class MemoryStore:
                 page.append(SessionSummary(sid, sess.version, sess.meta))
         more = i < len(self._order)
         return page, (keys.encode_cursor(self._order[i - 1]) if more else None)
-
-    def _claim_held(self, sess: _Session, rec: IdempotencyRecord) -> bool:
-        """The commit's half of the claim (as `CAS.claim_held` in lua/_cas.lua): the key
-        holds our own claim, or nothing; never another's claim or a record."""
-        at, now = (rec.scope, rec.key), self.clock()
-        done = sess.idempotency.get(at)
-        if done is not None and done[1] > now:
-            return False
-        held = sess.inflight.get(at)
-        return held is None or held[1] <= now or held[2] == rec.owner
-
-    async def get_idempotency(
-        self, sid: str, key: str, scope: str = ""
-    ) -> IdempotencyRecord | None:
-        try:
-            sess = self._get(sid)
-        except NotFound:
-            return None
-        hit = sess.idempotency.get((scope, key))
-        if hit is None:
-            return None
-        if hit[1] <= self.clock():
-            del sess.idempotency[(scope, key)]
-            return None
-        return hit[0]
-
-    async def claim_idempotency(
-        self, sid: str, key: str, fingerprint: str, ttl_s: float, scope: str = "", owner: str = ""
-    ) -> IdempotencyRecord | None:
-        done = await self.get_idempotency(sid, key, scope)
-        if done is not None:
-            return done
-        sess = self._get(sid)
-        now = self.clock()
-        held = sess.inflight.get((scope, key))
-        if held is not None and held[1] > now:
-            refuse_in_flight(key, held[0] == fingerprint)
-        sess.inflight[(scope, key)] = (fingerprint, now + ttl_s, owner or secrets.token_hex(8))
-        return None
-
-    async def renew_idempotency(
-        self, sid: str, key: str, fingerprint: str, ttl_s: float, scope: str, owner: str
-    ) -> bool:
-        sess = self._sessions.get(sid)
-        held = None if sess is None else sess.inflight.get((scope, key))
-        if sess is None or held is None or held[2] != owner or held[1] <= self.clock():
-            return False
-        sess.inflight[(scope, key)] = (held[0], self.clock() + ttl_s, owner)
-        return True
-
-    async def release_idempotency(
-        self, sid: str, key: str, fingerprint: str, scope: str = "", owner: str = ""
-    ) -> None:
-        sess = self._sessions.get(sid)
-        held = None if sess is None else sess.inflight.get((scope, key))
-        if sess is not None and held is not None and held[0] == fingerprint:
-            if not owner or held[2] == owner:
-                del sess.inflight[(scope, key)]
 
     async def try_lock(self, sid: str, token: str, ttl_ms: int) -> bool:
         sess = self._get(sid)
