@@ -6,8 +6,9 @@ it is in flight (not before its claim, not after its commit), the benchmark hold
 session's advisory lock while the step runs, so the step claims its key and then waits;
 the lock is let go right at the kill. The retry goes to API process B every 20 ms.
 
-master_kill: one client thread per session steps with a new key after each
-acknowledgement, retrying the same key (alternating API processes, every 50 ms) after
+master_kill: one client thread per session steps in a closed loop (so many requests are
+in flight when the fault hits) with a new key after each acknowledgement, retrying the
+same key (alternating API processes, every 50 ms) after
 anything else; the master of the first session's shard is killed with SIGKILL while they
 run, and one of its replicas takes over.
 """
@@ -50,6 +51,7 @@ def _step(http: h.Http, sid: str, key: str) -> int:
         "prefer": "return=minimal",
     }
     try:
+        http.fresh()  # uvicorn drops idle keep-alive connections: reconnect first
         return http.request("POST", f"/v1/sessions/{sid}/step", STEP, headers)[0]
     except (OSError, ValueError, h.http.client.HTTPException):
         http.close()  # http.client reconnects on the next request
@@ -146,7 +148,6 @@ def master_kill(sessions: int, node_timeout_ms: int, warm_s: float) -> Failover:
                     time.sleep(0.05)
                 with lock:
                     acks[sid].append(time.monotonic())
-                time.sleep(0.1)
 
         threads = [threading.Thread(target=worker, args=(s, i)) for i, s in enumerate(sids)]
         for t in threads:
