@@ -23,7 +23,9 @@ def sid_for_key(idempotency_key: str, scope: str = "") -> str:
     `scope` (the tenant) keeps one tenant's keys from naming another tenant's ids."""
     raw = b"create:" + idempotency_key.encode("utf-8", "surrogatepass")
     if scope:
-        raw = b"create:" + scope.encode() + b":" + idempotency_key.encode("utf-8", "surrogatepass")
+        # length-prefixed: tenant "a:b" with key "c" never meets tenant "a" with key "b:c"
+        tag = scope.encode("utf-8", "surrogatepass")
+        raw = b"create:%d:" % len(tag) + tag + b":" + raw[len(b"create:") :]
     return base64.urlsafe_b64encode(hashlib.sha256(raw).digest()).decode()[:22]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -161,6 +162,15 @@ class RedisProc:
     def kill(self) -> None:
         """SIGKILL: a crash; whatever the AOF had not synced is lost."""
         self._reap(sig_kill=True)
+
+    def pause(self) -> None:
+        """SIGSTOP: the port still accepts connections, nothing answers (a hung host)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
     def restart(self) -> RedisProc:
         """Same port and directory, so an AOF (or the cluster's nodes.conf) is reloaded."""

@@ -3,12 +3,14 @@ sync-round contributions."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
 from app.problems import Conflict, IdempotencyMismatch, NotFound
 from app.store import IdempotencyRecord, SessionStore
-from app.store.base import Locked
+from app.store.base import ClaimLost, Locked
 from tests.helpers import run
 
 
@@ -18,14 +20,14 @@ def make(store: SessionStore, sid: str = "s1") -> None:
 
 def test_idempotency_claim_inflight_then_record(store: SessionStore) -> None:
     make(store)
-    assert run(store.claim_idempotency("s1", "k", "fp1", 30)) is None
+    assert run(store.claim_idempotency("s1", "k", "fp1", 30, "", "o1")) is None
     with pytest.raises(Conflict) as err:
-        run(store.claim_idempotency("s1", "k", "fp1", 30))
+        run(store.claim_idempotency("s1", "k", "fp1", 30, "", "o2"))
     assert err.value.extra["in_flight"] is True
     with pytest.raises(IdempotencyMismatch):
-        run(store.claim_idempotency("s1", "k", "fp2", 30))
+        run(store.claim_idempotency("s1", "k", "fp2", 30, "", "o3"))
     assert run(store.get_idempotency("s1", "k")) is None  # a marker is not a record
-    run(store.commit("s1", 0, b"{}", {}, IdempotencyRecord("k", "fp1", b"resp")))
+    run(store.commit("s1", 0, b"{}", {}, IdempotencyRecord("k", "fp1", b"resp", "", "o1")))
     rec = run(store.claim_idempotency("s1", "k", "fp1", 30))
     assert rec is not None and (rec.fingerprint, rec.response) == ("fp1", b"resp")
     with pytest.raises(NotFound):
@@ -34,12 +36,54 @@ def test_idempotency_claim_inflight_then_record(store: SessionStore) -> None:
 
 def test_idempotency_release_frees_the_key(store: SessionStore) -> None:
     make(store)
-    assert run(store.claim_idempotency("s1", "k", "fp1", 30)) is None
-    run(store.release_idempotency("s1", "k", "other"))  # not ours: stays
+    assert run(store.claim_idempotency("s1", "k", "fp1", 30, "", "o1")) is None
+    run(store.release_idempotency("s1", "k", "other", "", "o1"))  # not ours: stays
+    run(store.release_idempotency("s1", "k", "fp1", "", "o2"))  # another claim's: stays
     with pytest.raises(Conflict):
         run(store.claim_idempotency("s1", "k", "fp1", 30))
-    run(store.release_idempotency("s1", "k", "fp1"))
+    run(store.release_idempotency("s1", "k", "fp1", "", "o1"))
     assert run(store.claim_idempotency("s1", "k", "fp1", 30)) is None
+
+
+def test_a_dead_claim_frees_its_key_within_its_lease(store: SessionStore) -> None:
+    """Issue #16 item 15: a claim is a lease its owner renews; once the owner is gone a
+    retry claims the key, and the stale owner's commit is refused (never applied twice)."""
+    make(store)
+    assert run(store.claim_idempotency("s1", "k", "fp", 0.3, "", "dead")) is None
+    assert run(store.renew_idempotency("s1", "k", "fp", 0.3, "", "dead"))
+    assert not run(store.renew_idempotency("s1", "k", "fp", 0.3, "", "someone-else"))
+    with pytest.raises(Conflict):
+        run(store.claim_idempotency("s1", "k", "fp", 0.3, "", "retry"))
+    time.sleep(0.5)  # the owner stopped renewing: its lease lapses
+    assert run(store.claim_idempotency("s1", "k", "fp", 30, "", "retry")) is None
+    stale = IdempotencyRecord("k", "fp", b"stale", "", "dead")
+    with pytest.raises(ClaimLost):  # the key is the retry's now: the stale commit is refused
+        run(store.commit("s1", 0, b"{}", {"param": np.ones(4, np.float32)}, stale))
+    assert run(store.load("s1")).version == 0  # nothing of it was written
+    assert not run(store.renew_idempotency("s1", "k", "fp", 30, "", "dead"))
+    run(store.commit("s1", 0, b"{}", {}, IdempotencyRecord("k", "fp", b"ok", "", "retry")))
+    with pytest.raises(ClaimLost):  # a record is there: a late commit is refused too
+        run(store.commit("s1", 1, b"{}", {}, stale))
+    assert run(store.load("s1")).version == 1
+    assert run(store.claim_idempotency("s1", "k", "fp", 30)).response == b"ok"  # type: ignore[union-attr]
+    # a lease that lapsed with nobody claiming since: its owner may still commit
+    assert run(store.claim_idempotency("s1", "k2", "fp", 0.1, "", "slow")) is None
+    time.sleep(0.3)
+    run(store.commit("s1", 1, b"{}", {}, IdempotencyRecord("k2", "fp", b"late", "", "slow")))
+    assert run(store.get_idempotency("s1", "k2")).response == b"late"  # type: ignore[union-attr]
+
+
+def test_idempotency_keys_are_per_tenant(store: SessionStore) -> None:
+    """Issue #16 item 6: tenant b's claim under a key tenant a used meets nothing of a's,
+    and leaves nothing a would meet."""
+    make(store)
+    assert run(store.claim_idempotency("s1", "k", "fp-a", 30, "a", "oa")) is None
+    run(store.commit("s1", 0, b"{}", {}, IdempotencyRecord("k", "fp-a", b"a's", "a", "oa")))
+    assert run(store.claim_idempotency("s1", "k", "fp-b", 30, "b", "ob")) is None  # no 422
+    assert run(store.get_idempotency("s1", "k", "b")) is None
+    assert run(store.get_idempotency("s1", "k", "a")).response == b"a's"  # type: ignore[union-attr]
+    assert run(store.claim_idempotency("s1", "k2", "fp-b", 30, "b", "ob2")) is None
+    assert run(store.claim_idempotency("s1", "k2", "fp-a", 30, "a", "oa2")) is None  # no 409
 
 
 def test_lock_is_exclusive_and_expires(store: SessionStore) -> None:
@@ -50,8 +94,6 @@ def test_lock_is_exclusive_and_expires(store: SessionStore) -> None:
     assert not run(store.try_lock("s1", "b", 10_000))
     run(store.unlock("s1", "a"))
     assert run(store.try_lock("s1", "b", 1))
-    import time
-
     time.sleep(0.05)
     assert run(store.try_lock("s1", "c", 10_000))  # b's lock expired
 

@@ -16,6 +16,15 @@ class Settings(BaseSettings):
     redis_wait_replicas: int = Field(
         0, ge=0, description="acknowledge a step only once WAIT confirms N replicas have it"
     )
+    redis_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="bound on every Redis call (a command's whole reply): a hung Redis is a "
+        "503 with Retry-After after this, well inside a client's patience",
+    )
+    ready_timeout_s: float = Field(
+        1.0, gt=0, description="/readyz answers 503 when the store does not answer within this"
+    )
     auth: Literal["auto", "on", "off"] = Field(
         "auto", description="auto: on when keys are configured or the bind is not loopback"
     )

@@ -14,7 +14,7 @@ lock, load, If-Match, the change, a compare-and-set commit, one conflict policy.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +24,7 @@ import numpy as np
 from app.core.auth import Caller
 from app.core.config import Settings
 from app.engine import checkpoints, sessions
+from app.engine.claims import Claim
 from app.engine.members import Members
 from app.engine.rounds import Rounds
 from app.engine.steps import Steps
@@ -32,7 +33,7 @@ from app.engine.types import DEFAULT_WAIT_S, BarrierPending, StepOutcome, StepRe
 from app.metrics import Metrics
 from app.optim import list_optimizers
 from app.optim.schedules import SCHEDULE_NAMES
-from app.problems import RateLimited
+from app.problems import RateLimited, StoreUnavailable
 from app.store import open_store
 from app.store.base import SessionStore
 
@@ -45,8 +46,6 @@ __all__ = [
     "StepOutcome",
     "StepRequest",
 ]
-
-INFLIGHT_TTL_S = 30.0  # an Idempotency-Key stays "in flight" at most this long after a crash
 
 
 class Engine:
@@ -76,6 +75,7 @@ class Engine:
             wait_replicas=settings.redis_wait_replicas,
             log_steps=settings.log_steps,
             log_min_bytes=settings.log_min_bytes,
+            timeout_s=settings.redis_timeout_s,
         )
         try:
             await s.ping()
@@ -94,7 +94,9 @@ class Engine:
     @staticmethod
     async def check_store(settings: Settings) -> None:
         """Ping the configured store once (`optd serve` refuses to start without it)."""
-        store = open_store(settings.redis_url, cluster=settings.redis_cluster)
+        store = open_store(
+            settings.redis_url, cluster=settings.redis_cluster, timeout_s=settings.redis_timeout_s
+        )
         try:
             await store.ping()
         finally:
@@ -103,8 +105,18 @@ class Engine:
     # --- the service ---
 
     async def ready(self) -> str:
-        """The store's kind when it answers; `StoreUnavailable` (503) when it does not."""
-        await self.store.ping()
+        """The store's kind when it answers within OPTD_READY_TIMEOUT_S; `StoreUnavailable`
+        (503 + Retry-After) when it does not: a load balancer's probe must not hang on a
+        Redis that accepts connections but never answers (SIGSTOP, a stuck host)."""
+        try:
+            async with asyncio.timeout(self.settings.ready_timeout_s):
+                await self.store.ping()
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"the store did not answer within {self.settings.ready_timeout_s} s "
+                "(OPTD_READY_TIMEOUT_S); is Redis stopped or overloaded?",
+                retry_after=1,
+            ) from None
         return self.store.kind
 
     async def admit(self, caller: Caller) -> None:
@@ -172,26 +184,24 @@ class Engine:
         fingerprint: str = "",
         wait: float = DEFAULT_WAIT_S,
     ) -> StepOutcome | BarrierPending:
-        key = idempotency_key
-        if key is not None:
-            record = await self.store.claim_idempotency(sid, key, fingerprint, INFLIGHT_TTL_S)
+        claim = None
+        if idempotency_key is not None:
+            claim = Claim(self.store, sid, caller, idempotency_key, fingerprint)
+            record = await claim.take()
             if record is not None:
                 return await self._steps.replayed(sid, caller, record, fingerprint)
         recorded = False
         try:
-            out = await self._steps.apply(
-                sid, caller, req, if_match=if_match, key=key, fingerprint=fingerprint
-            )
+            out = await self._steps.apply(sid, caller, req, if_match=if_match, claim=claim)
             if isinstance(out, Loaded):
                 # a sync-mode session: the round decides (waiting happens outside the lock)
                 return await self._rounds.contribute(sid, caller, out, req, wait)
-            recorded = key is not None
+            recorded = claim is not None
             return out
         finally:
-            if key is not None and not recorded:
-                # the request failed (or sync mode, where the worker id dedups): free the key
-                with contextlib.suppress(Exception):
-                    await self.store.release_idempotency(sid, key, fingerprint)
+            if claim is not None:
+                # failed (or sync mode, where the worker id dedups): free the key now
+                await claim.end(release=not recorded)
 
     # --- the workers of a sync session (elastic rounds) ---
 

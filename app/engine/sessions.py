@@ -19,7 +19,7 @@ from app.engine.quotas import (
     reserve,
     state_bytes,
 )
-from app.engine.txn import Commit, Loaded, Transactions
+from app.engine.txn import Commit, Hidden, Loaded, Transactions
 from app.ids import new_sid, sid_for_key
 from app.optim import PARAM, Layout, OptimState, parse_config
 from app.optim.base import validation_problem
@@ -143,7 +143,9 @@ async def create(
     meta.tenant = caller.tenant
     sid = new_sid()
     if idempotency is not None:
-        sid, meta.create_fingerprint = sid_for_key(idempotency[0]), idempotency[1]
+        # per tenant: another tenant's create under the same key gets another id
+        sid = sid_for_key(idempotency[0], scope=caller.tenant or "")
+        meta.create_fingerprint = idempotency[1]
     nbytes = state_bytes(meta)
     await reserve(txn, caller, layout.total, nbytes)
     try:
@@ -152,7 +154,12 @@ async def create(
         await created(txn, caller.tenant, nbytes, ok=False)
         if idempotency is None or not isinstance(exc, Conflict):
             raise
-        cur = await txn.read(sid, caller, [])
+        try:
+            cur = await txn.read(sid, caller, [])
+        except Hidden:  # the id was taken under another tenant (PUT state): never name it
+            raise Conflict(
+                f"Idempotency-Key {idempotency[0]!r} cannot create a session; use a new key"
+            ) from None
         if cur.meta.create_fingerprint != idempotency[1]:
             raise IdempotencyMismatch(
                 f"Idempotency-Key {idempotency[0]!r} created a session from another body"

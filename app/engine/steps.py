@@ -19,6 +19,7 @@ import orjson
 
 from app.core.auth import Caller
 from app.engine import execute
+from app.engine.claims import Claim
 from app.engine.meta import SessionMeta
 from app.engine.txn import Commit, Loaded, Skip, Transactions
 from app.engine.types import StepOutcome, StepRequest
@@ -40,8 +41,7 @@ class Steps:
         req: StepRequest,
         *,
         if_match: int | None,
-        key: str | None,
-        fingerprint: str,
+        claim: Claim | None,
     ) -> StepOutcome | Loaded:
         """Apply one step; a sync-mode session comes back as it was loaded (`Loaded`)."""
         txn, metrics = self.txn, self.txn.metrics
@@ -49,7 +49,7 @@ class Steps:
         async def body(cur: Loaded) -> Commit[StepOutcome | Loaded] | Skip[StepOutcome | Loaded]:
             if cur.meta.options.mode == "sync":
                 return Skip(cur)
-            return await self._compute(sid, cur, req, key, fingerprint)
+            return await self._compute(sid, cur, req, claim)
 
         def usable(cur: Loaded) -> bool:
             """Can an optimistic step go on with this cached state? It must hold every
@@ -71,7 +71,7 @@ class Steps:
         return out
 
     async def _compute(
-        self, sid: str, cur: Loaded, req: StepRequest, key: str | None, fingerprint: str
+        self, sid: str, cur: Loaded, req: StepRequest, claim: Claim | None
     ) -> Commit[StepOutcome | Loaded]:
         txn, meta = self.txn, cur.meta
         staleness = self._staleness(meta, cur.version, req.base_version)
@@ -119,9 +119,10 @@ class Steps:
             cur.version + 1, info.step, info.lr, info.grad_norm, staleness, info.updated
         )
         record = None
-        if key is not None:
-            body = orjson.dumps({**outcome.summary(), "updated": list(info.updated)})
-            record = IdempotencyRecord(key, fingerprint, body)
+        if claim is not None:  # the commit replaces the claim with the record, atomically
+            record = claim.record(
+                orjson.dumps({**outcome.summary(), "updated": list(info.updated)})
+            )
         outcome.params = {s.name: state.view(PARAM, s.name) for s in meta.layout.specs}
         return Commit(meta, state.slots, outcome, record, entry)
 

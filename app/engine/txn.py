@@ -40,7 +40,7 @@ from app.engine import execute
 from app.engine.meta import SessionMeta
 from app.metrics import Metrics
 from app.problems import Conflict, NotFound, PreconditionFailed
-from app.store.base import IdempotencyRecord, Locked, SessionStore, StepLog
+from app.store.base import ClaimLost, IdempotencyRecord, Locked, SessionStore, StepLog
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 50
@@ -196,6 +196,8 @@ class Transactions:
                         # the list index changes with the session (a step never relabels)
                         None if out.log is not None else out.meta.store_labels(),
                     )
+                except ClaimLost:
+                    raise  # the Idempotency-Key is another request's now: it applies the step
                 except Conflict as exc:
                     attempts += 1
                     self.metrics.conflicts.inc()

@@ -27,6 +27,7 @@ def open_store(
     wait_replicas: int = 0,
     log_steps: int = 8,
     log_min_bytes: int = 2**20,
+    timeout_s: float = 5.0,
 ) -> SessionStore:
     """The memory store when no URL is given, else a Redis (Cluster) store. Nothing is
     contacted here: call `await store.ping()` at start-up to fail early and clearly."""
@@ -41,4 +42,5 @@ def open_store(
         wait_replicas=wait_replicas,
         log_steps=log_steps,
         log_min_bytes=log_min_bytes,
+        timeout_s=timeout_s,
     )

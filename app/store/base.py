@@ -44,6 +44,21 @@ class IdempotencyRecord:
     key: str
     fingerprint: str  # hash of method, path and body: same key + other body -> 422
     response: bytes  # engine-defined encoding of the response to replay
+    scope: str = ""  # the caller's tenant: keys of different tenants never meet
+    owner: str = ""  # the claim (random per request) the commit must still hold
+
+
+class ClaimLost(Conflict):
+    """A commit carrying an idempotency record found the key no longer claimed by its
+    request (its lease lapsed and a retry claimed it, or committed): nothing was written,
+    and the write must not be retried — the step is the other request's to apply."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"a request with Idempotency-Key {key!r} is still in flight; retry shortly",
+            in_flight=True,
+            retry_after=1,
+        )
 
 
 class Locked(Exception):
@@ -182,18 +197,30 @@ class StateStore(Protocol):
 class Coordination(Protocol):
     """Between API processes: idempotency, the advisory lock, sync rounds, tenants."""
 
-    async def get_idempotency(self, sid: str, key: str) -> IdempotencyRecord | None: ...
+    async def get_idempotency(
+        self, sid: str, key: str, scope: str = ""
+    ) -> IdempotencyRecord | None: ...
 
     async def claim_idempotency(
-        self, sid: str, key: str, fingerprint: str, ttl_s: float
+        self, sid: str, key: str, fingerprint: str, ttl_s: float, scope: str = "", owner: str = ""
     ) -> IdempotencyRecord | None:
-        """Atomically: a completed record is returned (replay); a request still in flight
-        under this key raises `Conflict(in_flight=True)` (or `IdempotencyMismatch` if its
-        body differs); otherwise mark the key in flight for `ttl_s` and return None. The
-        commit that carries the record replaces the marker in the same atomic write."""
+        """Atomically: a completed record of this incarnation of the session is returned
+        (replay); a request still in flight under this key raises `Conflict(in_flight=True)`
+        (or `IdempotencyMismatch` if its body differs); otherwise claim the key for `owner`
+        with a lease of `ttl_s` (renewed by `renew_idempotency`) and return None. Keys are
+        per `scope` (tenant). The commit that carries the record (with the same `owner`)
+        replaces the claim in the same atomic write, and refuses (`ClaimLost`) when the key
+        holds another claim or a record by then."""
 
-    async def release_idempotency(self, sid: str, key: str, fingerprint: str) -> None:
-        """Drop our in-flight marker after a request failed without committing."""
+    async def renew_idempotency(
+        self, sid: str, key: str, fingerprint: str, ttl_s: float, scope: str, owner: str
+    ) -> bool:
+        """Extend our claim's lease by `ttl_s`; False when it is no longer ours."""
+
+    async def release_idempotency(
+        self, sid: str, key: str, fingerprint: str, scope: str = "", owner: str = ""
+    ) -> None:
+        """Drop our claim after a request failed without committing."""
 
     async def try_lock(self, sid: str, token: str, ttl_ms: int) -> bool:
         """Advisory per-session lock (saves wasted compute under contention; the

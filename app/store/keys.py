@@ -12,8 +12,10 @@ Layout (the `{...}` part is the Redis Cluster hash tag):
     optd:{<sid>}:slot:<slot>:<token>:<chunk>   string: one chunk of a flat LE array
     optd:{<sid>}:log:<token>:<chunk>           string: one chunk of a logged step's gradient
     optd:{<sid>}:logrec:<token>                string: the logged step's record (engine's)
-    optd:{<sid>}:idem:<sha256(key)>            string: an idempotency record (own TTL), or
-                                               `inflight:<fingerprint>` while it runs
+    optd:{<sid>}:idem:<sha256(scope, key)>     string: an idempotency record (own TTL),
+                                               `@<inc>\n<record>` (inc: the session's
+                                               incarnation), or `inflight:<fp>:<owner>`
+                                               while it runs (a short lease, renewed)
     optd:{<sid>}:lock                          string: advisory step lock (token, PX ttl)
     optd:{<sid>}:ack                           string: the write WAIT rides on (60 s)
     optd:{<sid>}:barrier:<version>             hash: worker -> gradient (safetensors), the
@@ -54,6 +56,7 @@ from app.ids import SID_RE, check_new_sid, check_sid, is_sid
 
 __all__ = ["check_new_sid", "check_sid", "is_sid"]  # re-exported: the stores use them as keys.*
 from app.problems import InvalidBody
+from app.store.base import IdempotencyRecord
 
 PREFIX = "optd"
 INDEX_SHARDS = 16
@@ -94,8 +97,12 @@ def logrec_key(sid: str, token: str) -> str:
     return f"{session_prefix(sid)}logrec:{token}"
 
 
-def idem_key(sid: str, key: str) -> str:
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+def idem_key(sid: str, key: str, scope: str = "") -> str:
+    """`scope` is the caller's tenant: one tenant's keys never meet another's records."""
+    raw = key.encode("utf-8", "surrogatepass")
+    if scope:
+        raw = b"%d:" % len(scope.encode()) + scope.encode() + b":" + raw
+    digest = hashlib.sha256(raw).hexdigest()
     return f"{session_prefix(sid)}idem:{digest}"
 
 
@@ -160,7 +167,22 @@ def encode_idempotency(fingerprint: str, response: bytes) -> bytes:
     return b"%d\n" % len(fp) + fp + response
 
 
+def inflight_marker(fingerprint: str, owner: str) -> bytes:
+    """What a claim leaves while its request runs; `owner` (random per request) lets the
+    commit, the renewal and the release tell this claim from a later one."""
+    return INFLIGHT + fingerprint.encode() + b":" + owner.encode()
+
+
+def idempotency_arg(rec: IdempotencyRecord) -> bytes:
+    """ARGV[3] of commit.lua/append.lua: the claim the commit must still hold, then the
+    record (the script prefixes the session's incarnation when it stores it)."""
+    record = encode_idempotency(rec.fingerprint, rec.response)
+    return inflight_marker(rec.fingerprint, rec.owner) + b"\n" + record
+
+
 def decode_idempotency(value: bytes) -> tuple[str, bytes]:
+    if value.startswith(b"@"):  # `@<inc>\n`: the incarnation it belongs to (the scripts check)
+        value = value.partition(b"\n")[2]
     head, _, rest = value.partition(b"\n")
     n = int(head)
     return rest[:n].decode(), rest[n:]

@@ -19,14 +19,15 @@ import numpy as np
 from app.problems import Conflict, NotFound
 from app.store import keys
 from app.store.base import (
+    ClaimLost,
     IdempotencyRecord,
     Locked,
     Member,
     SessionSummary,
     StepLog,
     StoredSession,
-    refuse_in_flight,
 )
+from app.store.memory_idem import MemoryIdempotency
 from app.store.memory_tenants import MemoryTenants
 
 
@@ -37,8 +38,13 @@ class _Session:
     slots: dict[str, np.ndarray]
     labels: dict[str, str]
     expires_at: float | None
-    idempotency: dict[str, tuple[IdempotencyRecord, float]] = field(default_factory=dict)
-    inflight: dict[str, tuple[str, float]] = field(default_factory=dict)  # key -> (fp, until)
+    # keyed by (tenant, Idempotency-Key): one tenant's keys never meet another's
+    idempotency: dict[tuple[str, str], tuple[IdempotencyRecord, float]] = field(
+        default_factory=dict
+    )
+    inflight: dict[tuple[str, str], tuple[str, float, str]] = field(
+        default_factory=dict
+    )  # (tenant, key) -> (fingerprint, lease until, owner)
     lock: tuple[str, float] | None = None
     barriers: dict[int, dict[str, bytes]] = field(default_factory=dict)
     opened: dict[int, float] = field(default_factory=dict)  # round -> first contribution
@@ -57,7 +63,7 @@ def _own(slots: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-class MemoryStore(MemoryTenants):
+class MemoryStore(MemoryIdempotency, MemoryTenants):
     kind = "memory"
 
     def wants_log(self, sid: str, version: int, state_bytes: int) -> bool:
@@ -162,6 +168,8 @@ class MemoryStore(MemoryTenants):
                 f"session {sid} is at version {sess.version}, not {expected_version}",
                 current_version=sess.version,
             )
+        if idempotency is not None and not self._claim_held(sess, idempotency):
+            raise ClaimLost(idempotency.key)
         new_slots = _own(slots)  # validates before anything changes
         sess.slots.update(new_slots)
         sess.meta = bytes(meta)
@@ -172,8 +180,9 @@ class MemoryStore(MemoryTenants):
             sess.expires_at = self._deadline(ttl_s)
         if idempotency is not None:
             until = self.clock() + self.idempotency_ttl_s
-            sess.idempotency[idempotency.key] = (idempotency, until)
-            sess.inflight.pop(idempotency.key, None)
+            at = (idempotency.scope, idempotency.key)
+            sess.idempotency[at] = (idempotency, until)
+            sess.inflight.pop(at, None)
         if unlock is not None and unlock != "?":
             await self.unlock(sid, unlock)
         return sess.version
@@ -208,38 +217,6 @@ class MemoryStore(MemoryTenants):
                 page.append(SessionSummary(sid, sess.version, sess.meta))
         more = i < len(self._order)
         return page, (keys.encode_cursor(self._order[i - 1]) if more else None)
-
-    async def get_idempotency(self, sid: str, key: str) -> IdempotencyRecord | None:
-        try:
-            sess = self._get(sid)
-        except NotFound:
-            return None
-        hit = sess.idempotency.get(key)
-        if hit is None:
-            return None
-        if hit[1] <= self.clock():
-            del sess.idempotency[key]
-            return None
-        return hit[0]
-
-    async def claim_idempotency(
-        self, sid: str, key: str, fingerprint: str, ttl_s: float
-    ) -> IdempotencyRecord | None:
-        done = await self.get_idempotency(sid, key)
-        if done is not None:
-            return done
-        sess = self._get(sid)
-        now = self.clock()
-        held = sess.inflight.get(key)
-        if held is not None and held[1] > now:
-            refuse_in_flight(key, held[0] == fingerprint)
-        sess.inflight[key] = (fingerprint, now + ttl_s)
-        return None
-
-    async def release_idempotency(self, sid: str, key: str, fingerprint: str) -> None:
-        sess = self._sessions.get(sid)
-        if sess is not None and sess.inflight.get(key, ("",))[0] == fingerprint:
-            del sess.inflight[key]
 
     async def try_lock(self, sid: str, token: str, ttl_ms: int) -> bool:
         sess = self._get(sid)

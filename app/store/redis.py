@@ -73,6 +73,7 @@ class RedisStore(RedisReads, RedisCoordination, RedisStepLog):
         wait_timeout_ms: int = 2000,
         log_steps: int = 8,
         log_min_bytes: int = 2**20,
+        timeout_s: float = 5.0,
     ) -> None:
         if not 0 < chunk_bytes <= MAX_CHUNK_BYTES:
             raise ValueError(f"chunk_bytes must be in 1..{MAX_CHUNK_BYTES}")
@@ -81,7 +82,9 @@ class RedisStore(RedisReads, RedisCoordination, RedisStepLog):
         self.idempotency_ttl_s = idempotency_ttl_s
         self.where = where
         self.wait_replicas = wait_replicas
-        self.wait_timeout_ms = wait_timeout_ms
+        self.timeout_s = timeout_s
+        # WAIT must give up before the socket does, or a slow replica reads as a dead Redis
+        self.wait_timeout_ms = min(wait_timeout_ms, int(timeout_s * 500))
         self._node_clients: dict[tuple[str, int], Redis] = {}
         self.stats = {"slot_reads": 0, "cache_hits": 0, "log_replays": 0, "log_appends": 0}
         self.stats["log_staged"] = 0
@@ -107,14 +110,17 @@ class RedisStore(RedisReads, RedisCoordination, RedisStepLog):
         wait_replicas: int = 0,
         log_steps: int = 8,
         log_min_bytes: int = 2**20,
+        timeout_s: float = 5.0,
     ) -> RedisStore:
         """A pooled client (hiredis when installed) that reconnects by itself after a restart:
-        2 s to connect, 30 s per command (large values), a health check on idle connections,
+        2 s to connect, `timeout_s` per command (OPTD_REDIS_TIMEOUT_S: a hung Redis, say
+        SIGSTOPped, is a 503 after it instead of a request that hangs), a health check on
+        idle connections,
         and two quick retries of connection errors (a re-sent commit is recognised by its
         token in the script, so it is never applied twice)."""
         opts: dict[str, Any] = {
-            "socket_connect_timeout": 2.0,
-            "socket_timeout": 30.0,
+            "socket_connect_timeout": min(2.0, timeout_s),
+            "socket_timeout": timeout_s,
             "health_check_interval": 10,
             "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2, (ConnectionError,)),
         }
@@ -132,6 +138,7 @@ class RedisStore(RedisReads, RedisCoordination, RedisStepLog):
             wait_replicas=wait_replicas,
             log_steps=log_steps,
             log_min_bytes=log_min_bytes,
+            timeout_s=timeout_s,
         )
 
     async def create(
@@ -183,13 +190,13 @@ class RedisStore(RedisReads, RedisCoordination, RedisStepLog):
         owned, layout, chunks = pack(sid, slots, token, self.chunk_bytes)
         klist, record = [mkey, *chunks], b""
         if idempotency is not None:
-            klist.append(keys.idem_key(sid, idempotency.key))
-            record = keys.encode_idempotency(idempotency.fingerprint, idempotency.response)
+            klist.append(keys.idem_key(sid, idempotency.key, idempotency.scope))
+            record = keys.idempotency_arg(idempotency)
         args = [expected_version, ttl_s or 0, record, self.idempotency_ttl_s, meta, token]
         args += [json.dumps(layout), unlock or ""]
         args.append("" if labels is None else json.dumps(dict(labels), sort_keys=True))
         reply = await self._write("commit", chunks, klist, args, inline=True)
-        version, inc = self._committed(sid, reply, expected_version)
+        version, inc = self._committed(sid, reply, expected_version, idempotency)
         ent = self._cache.get(sid)
         if ent is not None and ent.version == expected_version and ent.inc == inc:
             owned = {**ent.arrays, **owned}
@@ -199,7 +206,8 @@ class RedisStore(RedisReads, RedisCoordination, RedisStepLog):
 
     async def delete(self, sid: str) -> bool:
         """Meta, chunks and the index entry go; idempotency records cannot be found without
-        SCAN and expire on their TTL (`get_idempotency` ignores them once meta is gone)."""
+        SCAN and expire on their TTL: each is stored with the session's incarnation, so
+        neither this session's absence nor a re-created one under the id replays them."""
         if not keys.is_sid(sid):
             return False
         mkey = keys.meta_key(sid)
@@ -247,12 +255,14 @@ class RedisStore(RedisReads, RedisCoordination, RedisStepLog):
             if len(page) >= limit or budget <= 0:
                 return page, keys.encode_cursor(after)
 
-    async def get_idempotency(self, sid: str, key: str) -> IdempotencyRecord | None:
+    async def get_idempotency(
+        self, sid: str, key: str, scope: str = ""
+    ) -> IdempotencyRecord | None:
         if not keys.is_sid(sid):
             return None
         mkey = keys.meta_key(sid)
-        value = await self._run("idem_get", [mkey, keys.idem_key(sid, key)], [])
+        value = await self._run("idem_get", [mkey, keys.idem_key(sid, key, scope)], [])
         if value is None or value.startswith(keys.INFLIGHT):
             return None
         fingerprint, response = keys.decode_idempotency(value)
-        return IdempotencyRecord(key, fingerprint, response)
+        return IdempotencyRecord(key, fingerprint, response, scope)

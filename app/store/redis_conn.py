@@ -30,6 +30,7 @@ from redis.exceptions import (
 )
 
 from app.problems import Conflict, NotFound, StoreUnavailable
+from app.store.base import ClaimLost, IdempotencyRecord
 from app.store.slotcache import SlotCache
 
 T = TypeVar("T")
@@ -75,6 +76,7 @@ class RedisConn:
     where: str
     wait_replicas: int
     wait_timeout_ms: int
+    timeout_s: float  # every command's bound (OPTD_REDIS_TIMEOUT_S)
     _node_clients: dict[tuple[str, int], Redis]
     _source: dict[str, str]
     _scripts: dict[str, AsyncScript]
@@ -204,7 +206,10 @@ class RedisConn:
                 raise StoreUnavailable("no master serves this session's slot", retry_after=1)
             addr = (str(node.host), int(node.port))
             node_client = self._node_clients.get(addr) or Redis(
-                host=addr[0], port=addr[1], socket_connect_timeout=2.0, socket_timeout=30.0
+                host=addr[0],
+                port=addr[1],
+                socket_connect_timeout=min(2.0, self.timeout_s),
+                socket_timeout=self.timeout_s,
             )
             self._node_clients[addr] = node_client
         else:
@@ -222,7 +227,13 @@ class RedisConn:
                 retry_after=1,
             )
 
-    def _committed(self, sid: str, reply: list[Any], expected_version: int) -> tuple[int, str]:
+    def _committed(
+        self,
+        sid: str,
+        reply: list[Any],
+        expected_version: int,
+        idempotency: IdempotencyRecord | None = None,
+    ) -> tuple[int, str]:
         if reply[0] == -1:
             self._cache.pop(sid)
             raise NotFound(f"session {sid} not found")
@@ -231,6 +242,9 @@ class RedisConn:
                 f"session {sid} is at version {reply[1]}, not {expected_version}",
                 current_version=int(reply[1]),
             )
+        if reply[0] == -3:
+            # the Idempotency-Key is another request's now: nothing was written
+            raise ClaimLost(idempotency.key if idempotency else "")
         if reply[0] == -2:
             raise RuntimeError("a commit over a step log must write every slot (a snapshot)")
         return int(reply[1]), reply[2].decode()

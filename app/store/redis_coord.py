@@ -20,6 +20,7 @@ class RedisCoordination(RedisConn):
 
     SCRIPTS = (
         "idem_claim",
+        "idem_renew",
         "idem_release",
         "compare_del",
         "quota_add",
@@ -29,30 +30,41 @@ class RedisCoordination(RedisConn):
     )
 
     async def claim_idempotency(
-        self, sid: str, key: str, fingerprint: str, ttl_s: float
+        self, sid: str, key: str, fingerprint: str, ttl_s: float, scope: str = "", owner: str = ""
     ) -> IdempotencyRecord | None:
-        mkey, ikey = keys.meta_key(sid), keys.idem_key(sid, key)
-        # A nonce per claim: if the cluster client re-sends our claim (redirects during a
-        # resharding) and it runs twice, the second run finds our own marker, not a rival.
-        mine = keys.INFLIGHT + fingerprint.encode() + b":"
-        marker = mine + secrets.token_hex(8).encode()
-        reply = await self._run("idem_claim", [mkey, ikey], [marker, int(ttl_s * 1000)])
+        mkey, ikey = keys.meta_key(sid), keys.idem_key(sid, key, scope)
+        # The owner (random per claim) also makes a re-sent claim safe: if the cluster client
+        # re-sends it (redirects during a resharding) and it runs twice, the second run finds
+        # our own marker, not a rival.
+        marker = keys.inflight_marker(fingerprint, owner or secrets.token_hex(8))
+        reply = await self._run("idem_claim", [mkey, ikey], [marker, max(1, int(ttl_s * 1000))])
         if reply[0] == -1:
             raise NotFound(f"session {sid} not found")
         if reply[0] == 0 or reply[1] == marker:
             return None
         value: bytes = reply[1]
         if value.startswith(keys.INFLIGHT):
-            refuse_in_flight(key, value.startswith(mine))
+            refuse_in_flight(key, value.startswith(keys.inflight_marker(fingerprint, "")))
         fp, response = keys.decode_idempotency(value)
         if self.wait_replicas:
             # a replay acknowledges the step too: not before N replicas hold it
             await self._replicate(mkey)
-        return IdempotencyRecord(key, fp, response)
+        return IdempotencyRecord(key, fp, response, scope)
 
-    async def release_idempotency(self, sid: str, key: str, fingerprint: str) -> None:
-        mine = keys.INFLIGHT + fingerprint.encode() + b":"
-        await self._run("idem_release", [keys.idem_key(sid, key)], [mine])
+    async def renew_idempotency(
+        self, sid: str, key: str, fingerprint: str, ttl_s: float, scope: str, owner: str
+    ) -> bool:
+        marker = keys.inflight_marker(fingerprint, owner)
+        ikey = keys.idem_key(sid, key, scope)
+        return bool(await self._run("idem_renew", [ikey], [marker, max(1, int(ttl_s * 1000))]))
+
+    async def release_idempotency(
+        self, sid: str, key: str, fingerprint: str, scope: str = "", owner: str = ""
+    ) -> None:
+        if not owner:
+            return  # a claim whose owner nobody kept: its lease frees it
+        marker = keys.inflight_marker(fingerprint, owner)
+        await self._run("idem_release", [keys.idem_key(sid, key, scope)], [marker])
 
     async def try_lock(self, sid: str, token: str, ttl_ms: int) -> bool:
         async def call() -> bool:

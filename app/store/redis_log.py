@@ -139,13 +139,13 @@ class RedisStepLog(RedisConn):
         nchunks = max(1, -(-len(raw) // self.chunk_bytes))
         klist, record = [keys.meta_key(sid), *chunks, *grad_keys], b""
         if idempotency is not None:
-            klist.append(keys.idem_key(sid, idempotency.key))
-            record = keys.encode_idempotency(idempotency.fingerprint, idempotency.response)
+            klist.append(keys.idem_key(sid, idempotency.key, idempotency.scope))
+            record = keys.idempotency_arg(idempotency)
         entry = json.dumps([token, nchunks, dtype, log.grad.size, len(raw)])
         args = [expected_version, ttl_s or 0, record, self.idempotency_ttl_s, meta, token]
         args += [entry, known[1], unlock or ""]
         reply = await self._write("append", chunks, klist, args, inline=True, staged=len(grad_keys))
-        version, inc = self._committed(sid, reply, expected_version)
+        version, inc = self._committed(sid, reply, expected_version, idempotency)
         # the step's arrays are the new state: cached as they are (the store's now)
         owned = {n: encode(a)[0] for n, a in slots.items()}
         self._cache.put(sid, Entry(version, inc, owned, True, meta))

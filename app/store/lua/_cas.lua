@@ -3,10 +3,29 @@
 -- standalone). Conventions common to both scripts:
 -- KEYS[1] the meta key; KEYS[2..1+n] the keys this write SET (or SETs inline); the last
 -- key the idempotency record's when ARGV[3] is not empty. ARGV[1] expected version,
--- ARGV[2] session TTL (0: keep), ARGV[3] idempotency record ('' : none), ARGV[4] its TTL,
--- ARGV[5] new meta, ARGV[6] this write's token.
+-- ARGV[2] session TTL (0: keep), ARGV[3] idempotency ('' : none; else the claim's
+-- in-flight marker, '\n', the encoded record), ARGV[4] its TTL, ARGV[5] new meta,
+-- ARGV[6] this write's token.
 local CAS = {}
 CAS.prefix = string.sub(KEYS[1], 1, -5)
+CAS.owner, CAS.record = string.match(ARGV[3], '^([^\n]*)\n(.*)$')
+
+-- May this write carry its idempotency record? Only while the key holds our own claim,
+-- or nothing (our lease lapsed and nobody claimed it since), or a record of an earlier
+-- incarnation of the session. Another claim (ours lapsed and a retry took over) or this
+-- incarnation's record (a retry committed it) means the step is someone else's to apply:
+-- committing would apply it twice.
+function CAS.claim_held(inc)
+  if ARGV[3] == '' then
+    return true
+  end
+  local v = redis.call('GET', KEYS[#KEYS])
+  if not v or v == CAS.owner then
+    return true
+  end
+  local at = string.match(v, '^@([^\n]*)\n')
+  return at ~= nil and at ~= (inc or '')
+end
 
 -- How many keys this write SET (the chunk or log keys, not meta or the record).
 function CAS.written()
@@ -60,7 +79,8 @@ end
 -- advisory lock held under `unlock`, and answer {1, new version, incarnation}.
 function CAS.finish(new_version, unlock, inc)
   if ARGV[3] ~= '' then
-    redis.call('SET', KEYS[#KEYS], ARGV[3], 'EX', tonumber(ARGV[4]))
+    local value = '@' .. (inc or '') .. '\n' .. CAS.record
+    redis.call('SET', KEYS[#KEYS], value, 'EX', tonumber(ARGV[4]))
   end
   if unlock ~= '' and redis.call('GET', CAS.prefix .. 'lock') == unlock then
     redis.call('DEL', CAS.prefix .. 'lock')

@@ -11,7 +11,7 @@
 -- KEYS[2+C]       optd:{sid}:idem:<hash>, present only when ARGV[3] is not empty
 -- ARGV[1]         expected version
 -- ARGV[2]         session TTL in seconds (0: keep the session's current TTL, if any)
--- ARGV[3]         encoded idempotency record ('' : none)
+-- ARGV[3]         '' or the claim's marker, '\n', the encoded record (_cas.lua)
 -- ARGV[4]         idempotency record TTL in seconds
 -- ARGV[5]         new engine meta (opaque bytes)
 -- ARGV[6]         token of this write
@@ -22,7 +22,8 @@
 -- ARGV[10]        K: the values of the first K keys follow as ARGV[11..10+K] and are SET
 --                 here; the other keys were SET before (MULTI, or staged while the step
 --                 was computed)
--- Returns {1, new_version, incarnation} | {0, current_version} (conflict) | {-1} (no session).
+-- Returns {1, new_version, incarnation} | {0, current_version} (conflict) | {-1} (no session)
+-- | {-3} (the Idempotency-Key is no longer this request's claim, see commit.lua).
 -- A retry of an append that succeeded (its reply lost) is recognised by its token.
 -- (the shared core, CAS, is lua/_cas.lua, prepended by the store)
 local ttl = tonumber(ARGV[2])
@@ -47,6 +48,10 @@ if version ~= tonumber(ARGV[1]) or cur[3] ~= ARGV[8] or CAS.yields(ARGV[9]) then
     return {1, version, cur[3]}
   end
   return {0, version}
+end
+if not CAS.claim_held(cur[3]) then
+  CAS.unlink_written()
+  return {-3}
 end
 local log = cur[5] and cjson.decode(cur[5]) or {}
 log[#log + 1] = cjson.decode(ARGV[7])

@@ -11,7 +11,7 @@
 -- KEYS[2+C]       optd:{sid}:idem:<hash>, present only when ARGV[3] is not empty
 -- ARGV[1]         expected version
 -- ARGV[2]         session TTL in seconds (0: keep the session's current TTL, if any)
--- ARGV[3]         encoded idempotency record ('' : none)
+-- ARGV[3]         '' or the claim's marker, '\n', the encoded record (_cas.lua)
 -- ARGV[4]         idempotency record TTL in seconds
 -- ARGV[5]         new engine meta (opaque bytes)
 -- ARGV[6]         token of this write
@@ -25,7 +25,8 @@
 --                 are SET here (a small state: one EVALSHA instead of MULTI, SETs, EVAL,
 --                 EXEC); 0 when they were SET before the script
 -- Returns {1, new_version, incarnation} | {0, current_version} (conflict) | {-1} (no session)
--- | {-2} (a step log is pending and ARGV[7] does not rewrite every slot: refused).
+-- | {-2} (a step log is pending and ARGV[7] does not rewrite every slot: refused)
+-- | {-3} (the Idempotency-Key is no longer this request's claim: refused, CAS.claim_held).
 -- A commit is a snapshot: it unlinks the session's step log (see append.lua).
 -- A retry of a commit that succeeded (its reply lost) is recognised by its token and
 -- answers {1, ...} again without applying anything twice.
@@ -53,6 +54,10 @@ if version ~= tonumber(ARGV[1]) or CAS.yields(ARGV[8]) then
     return {1, version, cur[3]}
   end
   return {0, version}
+end
+if not CAS.claim_held(cur[3]) then
+  CAS.unlink_written()
+  return {-3}
 end
 local prefix = CAS.prefix
 local written = cjson.decode(ARGV[7])
