@@ -30,6 +30,7 @@ from app.engine.rounds import Rounds
 from app.engine.steps import Steps
 from app.engine.txn import Loaded, Transactions
 from app.engine.types import DEFAULT_WAIT_S, BarrierPending, StepOutcome, StepRequest
+from app.engine.wakeups import Wakeups
 from app.metrics import Metrics
 from app.optim import list_optimizers
 from app.optim.schedules import SCHEDULE_NAMES
@@ -55,7 +56,8 @@ class Engine:
         self.metrics = metrics
         self.txn = Transactions(store, settings, metrics)
         self._steps = Steps(self.txn)
-        self._rounds = Rounds(self.txn, settings.max_wait_s)
+        self.wakeups = Wakeups(store)
+        self._rounds = Rounds(self.txn, settings.max_wait_s, self.wakeups)
         self._members = Members(self.txn, self._rounds)
         self._owns_store = False
 
@@ -88,6 +90,7 @@ class Engine:
         return engine
 
     async def close(self) -> None:
+        await self.wakeups.close()
         if self._owns_store:
             await self.store.close()
 

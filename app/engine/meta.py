@@ -117,6 +117,8 @@ class SessionMeta:
     last_loss: float | None = None
     last_lr: float | None = None  # of the last step (sync results report them)
     last_grad_norm: float | None = None
+    # the last sync round: {"version", "contributors", "missing"} (its workers' answers)
+    last_round: dict[str, Any] | None = None
     create_fingerprint: str | None = None  # of a create sent with an Idempotency-Key
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
@@ -171,6 +173,7 @@ class SessionMeta:
             last_loss=d["last_loss"],
             last_lr=d.get("last_lr"),
             last_grad_norm=d.get("last_grad_norm"),
+            last_round=d.get("last_round"),
             create_fingerprint=d.get("create_fingerprint"),
             created_at=d["created_at"],
             updated_at=d["updated_at"],
@@ -212,7 +215,7 @@ class SessionMeta:
             "create_fingerprint": self.create_fingerprint,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
-        }
+        } | ({"last_round": self.last_round} if self.last_round is not None else {})
 
     def state(self, slots: dict[str, np.ndarray]) -> OptimState:
         """The math view over loaded slots; shares the step/scalar arrays with this meta."""

@@ -22,8 +22,9 @@ discarded, so the next contributions start it afresh instead of meeting the same
 
 from __future__ import annotations
 
-import asyncio
 import time
+from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 
@@ -33,13 +34,14 @@ from app.engine import quorum
 from app.engine.meta import SessionMeta
 from app.engine.txn import Commit, Loaded, Skip, Transactions
 from app.engine.types import BarrierPending, StepOutcome, StepRequest
+from app.engine.wakeups import FALLBACK_S, Wakeups
 from app.optim import PARAM, assemble_grads, run_step
 from app.optim.state import TensorSpec
 from app.problems import Conflict, InvalidBody, InvalidTensor, Problem, StaleGradient
 
-POLL_S = 0.01
 STATUS_EVERY_S = 0.05  # elastic rounds: how often a waiter re-evaluates the quorum
 RECOVER_AFTER_S = 1.0  # a ready round still open after this: its closer died, close it here
+KEEP_RESULTS = 256  # sessions whose last round's result this process keeps for waiters
 ROUND_TTL_S = 86_400  # an abandoned round's gradients expire (or with the session's TTL)
 
 
@@ -53,9 +55,11 @@ def member_ttl(meta: SessionMeta) -> int:
 
 
 class Rounds:
-    def __init__(self, txn: Transactions, max_wait_s: float) -> None:
+    def __init__(self, txn: Transactions, max_wait_s: float, wakeups: Wakeups) -> None:
         self.txn = txn
         self.max_wait_s = max_wait_s
+        self.wakeups = wakeups
+        self._closed: OrderedDict[str, tuple[int, StepOutcome]] = OrderedDict()
 
     async def status(self, sid: str, meta: SessionMeta, version: int) -> quorum.RoundStatus:
         """The open round on `version`: who contributed, who is missing, may it close."""
@@ -109,8 +113,7 @@ class Rounds:
             {s.name: flat[s.offset : s.offset + s.size] for s in _specs(meta, stepped)}
         )
         ttl = member_ttl(meta)
-        have, added = await store.barrier_add(sid, base, req.worker, blob, ttl)
-        await store.member_touch(sid, req.worker, time.time(), base if added else None, ttl)
+        have, _ = await store.barrier_add(sid, base, req.worker, blob, ttl)  # + member_touch
         elastic = _elastic(meta)
         need = meta.options.workers or 1
         ready = have >= need or (elastic and (await self.status(sid, meta, base)).ready)
@@ -120,6 +123,7 @@ class Rounds:
         ready_since = time.monotonic() if ready else None
         checked = time.monotonic()
         while True:
+            woken = self.wakeups.event(sid)  # before the read: a close in between sets it
             if await self.txn.version(sid) > base:
                 return await self._result(sid, caller, base)
             now = time.monotonic()
@@ -137,7 +141,10 @@ class Rounds:
             elif now - ready_since > RECOVER_AFTER_S:
                 await self.close(sid, caller, base)
                 ready_since = now
-            await asyncio.sleep(POLL_S)
+            nap = min(FALLBACK_S, deadline - now)
+            if elastic and ready_since is None:
+                nap = min(nap, checked + STATUS_EVERY_S - now)
+            await self.wakeups.wait(woken, nap)
 
     async def maybe_close(self, sid: str, caller: Caller, meta: SessionMeta, version: int) -> None:
         """Close the open round if the quorum allows it now (a heartbeat or a listing
@@ -150,18 +157,24 @@ class Rounds:
         to call from many processes at once: the version compare-and-set admits one, and
         a closer that finds the version moved on skips."""
         txn = self.txn
+        committed: list[Any] = []  # the meta and state the commit wrote, for the waiters
 
         async def body(cur: Loaded) -> Commit[bool] | Skip[bool]:
+            committed.clear()
             if cur.version != base:
                 return Skip(False)
             contributions = await txn.store.barrier_get(sid, base)
             meta = cur.meta
             if _elastic(meta):
-                ready = (await self.status(sid, meta, base)).ready
+                st = await self.status(sid, meta, base)
+                ready, missing = st.ready, st.missing
             else:
-                ready = len(contributions) >= (meta.options.workers or 1)
+                ready, missing = len(contributions) >= (meta.options.workers or 1), []
             if not ready or not contributions:
                 return Skip(False)
+            # who was in it, kept with the result so its waiters need not ask the store
+            meta.last_round = {"version": base, "contributors": sorted(contributions),
+                               "missing": missing}  # fmt: skip
             cfg = meta.config.resolve()
             layout = meta.layout
             acc = np.zeros(layout.total, dtype=np.float64)
@@ -184,10 +197,12 @@ class Rounds:
             meta.step = info.step
             meta.last_lr, meta.last_grad_norm = info.lr, info.grad_norm
             meta.updated_at = time.time()
+            committed.append(meta)
+            committed.append(state)
             return Commit(meta, state.slots, True)
 
         try:
-            _, closed = await txn.write(sid, caller, body)
+            version, closed = await txn.write(sid, caller, body)
         except Problem as exc:
             if exc.status == 422:
                 # the mean itself is refused (e.g. it overflows): drop the round, or every
@@ -196,20 +211,46 @@ class Rounds:
             raise
         if closed:
             txn.metrics.steps.inc()
+            meta, state = committed
+            out = self._outcome(version, meta, state, base)
+            # a copy: the next step on this process may take the committed arrays and
+            # update them in place while a slow waiter still encodes this answer
+            out.params = {n: a.copy() for n, a in out.params.items()}
+            self._remember(sid, base, out)
+            await self.wakeups.announce(sid, base + 1)  # the round's waiters, everywhere
             if base > 0:
                 # keep this round (replays of its workers); the one before is no longer needed
                 await txn.store.barrier_clear(sid, base - 1)
 
-    async def _result(self, sid: str, caller: Caller, base: int) -> StepOutcome:
-        cur = await self.txn.read(sid, caller, [PARAM])
-        meta = cur.meta
-        state = meta.state(cur.slots)
+    def _remember(self, sid: str, base: int, out: StepOutcome) -> None:
+        """Keep a round's result for this process's waiters on it (no store read for them);
+        a few hundred sessions' last rounds at most (the arrays are the committed state's,
+        which this process's cache holds anyway)."""
+        self._closed.pop(sid, None)
+        self._closed[sid] = (base, out)
+        while len(self._closed) > KEEP_RESULTS:
+            self._closed.popitem(last=False)
+
+    def _outcome(self, version: int, meta: SessionMeta, state: Any, base: int) -> StepOutcome:
         names = tuple(s.name for s in meta.layout.specs)
         params = {n: state.view(PARAM, n) for n in names}
         lr, norm = meta.last_lr or 0.0, meta.last_grad_norm or 0.0
-        out = StepOutcome(cur.version, meta.step, lr, norm, 0, names, params)
-        if cur.version == base + 1:  # the round this worker was in: name who was in it
-            st = await self.status(sid, meta, base)
+        out = StepOutcome(version, meta.step, lr, norm, 0, names, params)
+        last = meta.last_round
+        if version == base + 1 and last is not None and last.get("version") == base:
+            # the round this worker was in: name who was in it
+            out.contributors, out.missing = list(last["contributors"]), list(last["missing"])
+        return out
+
+    async def _result(self, sid: str, caller: Caller, base: int) -> StepOutcome:
+        hit = self._closed.get(sid)
+        if hit is not None and hit[0] == base and hit[1].version == base + 1:
+            return hit[1]  # closed here: the caller's visibility was checked by its step
+        cur = await self.txn.read(sid, caller, [PARAM])
+        meta = cur.meta
+        out = self._outcome(cur.version, meta, meta.state(cur.slots), base)
+        if cur.version == base + 1 and out.contributors is None:
+            st = await self.status(sid, meta, base)  # closed by a server before `last_round`
             out.contributors, out.missing = st.contributors, st.missing
         return out
 

@@ -15,7 +15,7 @@ Ownership rules (they make a failed commit harmless):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
@@ -232,7 +232,9 @@ class Coordination(Protocol):
         self, sid: str, version: int, worker: str, blob: bytes, ttl_s: int
     ) -> tuple[int, bool]:
         """Add a worker's gradient to the sync round on top of `version` unless that worker
-        already sent one. Returns (distinct workers in the round, whether this one was new)."""
+        already sent one, and record the worker as heard from now (as `member_touch`, with
+        `contributed=version` when it was new), atomically. Returns (distinct workers in
+        the round, whether this one was new)."""
 
     async def barrier_get(self, sid: str, version: int) -> dict[str, bytes]: ...
 
@@ -251,6 +253,14 @@ class Coordination(Protocol):
         """The worker was heard from at `now`; `contributed`: to the round on that version."""
 
     async def member_leave(self, sid: str, worker: str) -> bool: ...
+
+    async def announce(self, sid: str, version: int) -> None:
+        """Tell every API process that the session reached `version` (a closed sync round).
+        Best effort: listeners may miss one, so waiters also re-read the version."""
+
+    def announcements(self) -> AsyncIterator[tuple[str, int]]:
+        """Every process's announcements from now on, as (sid, version), until the
+        subscription breaks (`StoreUnavailable`; subscribe again)."""
 
     async def members(self, sid: str) -> dict[str, Member]: ...
 

@@ -123,6 +123,7 @@ def members_key(sid: str) -> str:
 
 
 INFLIGHT = b"inflight:"
+VERSIONS_CHANNEL = f"{PREFIX}:versions"  # pub/sub: "<sid> <version>" when a round closes
 
 
 def usage_key(tenant: str) -> str:

@@ -8,10 +8,11 @@ lazily (an expired session is dropped when next touched or listed).
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import builtins
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,6 +86,7 @@ class MemoryStore(MemoryIdempotency, MemoryTenants):
         self.clock = clock  # injectable so tests can expire sessions without sleeping
         self._sessions: dict[str, _Session] = {}
         self._order: list[str] = []  # sorted sids, for stable cursor paging
+        self._listeners: list[asyncio.Queue[tuple[str, int]]] = []  # announcements()
         MemoryTenants.__init__(self, clock)
 
     def _get(self, sid: str) -> _Session:
@@ -240,6 +242,7 @@ class MemoryStore(MemoryIdempotency, MemoryTenants):
         added = worker not in round_
         if added:
             round_[worker] = bytes(blob)
+        await self.member_touch(sid, worker, time.time(), version if added else None, ttl_s)
         return len(round_), added
 
     async def barrier_get(self, sid: str, version: int) -> dict[str, bytes]:
@@ -268,6 +271,19 @@ class MemoryStore(MemoryIdempotency, MemoryTenants):
         if contributed is not None:
             m.rounds += 1
             m.last_version = contributed
+
+    async def announce(self, sid: str, version: int) -> None:
+        for queue in self._listeners:
+            queue.put_nowait((sid, version))
+
+    async def announcements(self) -> AsyncIterator[tuple[str, int]]:
+        queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+        self._listeners.append(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._listeners.remove(queue)
 
     async def member_leave(self, sid: str, worker: str) -> bool:
         return self._get(sid).members.pop(worker, None) is not None

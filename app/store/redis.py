@@ -38,6 +38,7 @@ from app.store.base import (
     StepLog,
 )
 from app.store.redis_coord import RedisCoordination
+from app.store.redis_events import RedisEvents
 from app.store.redis_log import RedisStepLog
 from app.store.redis_read import RedisReads
 from app.store.slotcache import Entry, SlotCache, pack
@@ -58,7 +59,7 @@ def _safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-class RedisStore(RedisReads, RedisCoordination, RedisStepLog):
+class RedisStore(RedisReads, RedisCoordination, RedisStepLog, RedisEvents):
     kind = "redis"
 
     def __init__(

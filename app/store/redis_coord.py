@@ -19,6 +19,7 @@ class RedisCoordination(RedisConn):
     rounds, tenants' quotas and request rates."""
 
     SCRIPTS = (
+        "barrier_add",
         "idem_claim",
         "idem_renew",
         "idem_release",
@@ -78,19 +79,9 @@ class RedisCoordination(RedisConn):
     async def barrier_add(
         self, sid: str, version: int, worker: str, blob: bytes, ttl_s: int
     ) -> tuple[int, bool]:
-        bkey, rkey = keys.barrier_key(sid, version), keys.rounds_key(sid)
-        now = time.time()
-
-        async def call() -> list[Any]:
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.hsetnx(bkey, worker, blob)
-                pipe.hlen(bkey)
-                pipe.expire(bkey, ttl_s)
-                pipe.hsetnx(rkey, str(version), repr(now))
-                pipe.expire(rkey, ttl_s)
-                return list(await pipe.execute())
-
-        added, count, *_ = await self._transient(call)
+        keys_ = [keys.barrier_key(sid, version), keys.rounds_key(sid), keys.members_key(sid)]
+        args = [worker, blob, ttl_s, str(version), repr(time.time())]
+        count, added = await self._run("barrier_add", keys_, args)
         return int(count), bool(added)
 
     async def barrier_get(self, sid: str, version: int) -> dict[str, bytes]:
