@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import numpy as np
 
 from app.codec import safetensors
 from app.core.auth import Caller
 from app.engine import quorum
+from app.engine.history import History, point
 from app.engine.meta import SessionMeta
 from app.engine.txn import Commit, Loaded, Skip, Transactions
 from app.engine.types import BarrierPending, StepOutcome, StepRequest
@@ -40,6 +42,7 @@ from app.problems import Conflict, InvalidBody, InvalidTensor, Problem, StaleGra
 POLL_S = 0.01
 STATUS_EVERY_S = 0.05  # elastic rounds: how often a waiter re-evaluates the quorum
 RECOVER_AFTER_S = 1.0  # a ready round still open after this: its closer died, close it here
+Closed = dict[str, Any]  # the history point of a round that closed
 ROUND_TTL_S = 86_400  # an abandoned round's gradients expire (or with the session's TTL)
 
 
@@ -56,6 +59,7 @@ class Rounds:
     def __init__(self, txn: Transactions, max_wait_s: float) -> None:
         self.txn = txn
         self.max_wait_s = max_wait_s
+        self.history = History(txn)
 
     async def status(self, sid: str, meta: SessionMeta, version: int) -> quorum.RoundStatus:
         """The open round on `version`: who contributed, who is missing, may it close."""
@@ -106,7 +110,8 @@ class Rounds:
                 current_version=version,
             )
         blob = safetensors.encode(
-            {s.name: flat[s.offset : s.offset + s.size] for s in _specs(meta, stepped)}
+            {s.name: flat[s.offset : s.offset + s.size] for s in _specs(meta, stepped)},
+            None if req.loss is None else {"loss": repr(req.loss)},  # the round's mean loss
         )
         ttl = member_ttl(meta)
         have, added = await store.barrier_add(sid, base, req.worker, blob, ttl)
@@ -151,9 +156,9 @@ class Rounds:
         a closer that finds the version moved on skips."""
         txn = self.txn
 
-        async def body(cur: Loaded) -> Commit[bool] | Skip[bool]:
+        async def body(cur: Loaded) -> Commit[Closed | None] | Skip[Closed | None]:
             if cur.version != base:
-                return Skip(False)
+                return Skip(None)
             contributions = await txn.store.barrier_get(sid, base)
             meta = cur.meta
             if _elastic(meta):
@@ -161,13 +166,16 @@ class Rounds:
             else:
                 ready = len(contributions) >= (meta.options.workers or 1)
             if not ready or not contributions:
-                return Skip(False)
+                return Skip(None)
             cfg = meta.config.resolve()
             layout = meta.layout
             acc = np.zeros(layout.total, dtype=np.float64)
             touched = np.zeros(len(layout.specs), dtype=bool)
+            losses: list[float] = []
             for worker in sorted(contributions):
-                tensors, _ = safetensors.decode(contributions[worker])
+                tensors, md = safetensors.decode(contributions[worker])
+                if "loss" in md:
+                    losses.append(float(md["loss"]))
                 for name, arr in tensors.items():
                     i = layout.index[name]
                     spec = layout.specs[i]
@@ -184,7 +192,18 @@ class Rounds:
             meta.step = info.step
             meta.last_lr, meta.last_grad_norm = info.lr, info.grad_norm
             meta.updated_at = time.time()
-            return Commit(meta, state.slots, True)
+            loss = sum(losses) / len(losses) if losses else None
+            if loss is not None:
+                meta.last_loss = loss
+            p = point(
+                base + 1,
+                lr=info.lr,
+                grad_norm=info.grad_norm,
+                loss=loss,
+                staleness=0,
+                contributors=sorted(contributions),
+            )
+            return Commit(meta, state.slots, p)
 
         try:
             _, closed = await txn.write(sid, caller, body)
@@ -194,8 +213,9 @@ class Rounds:
                 # later gradient for this version would meet the same refusal
                 await txn.store.barrier_clear(sid, base)
             raise
-        if closed:
+        if closed is not None:
             txn.metrics.steps.inc()
+            await self.history.record(sid, closed)
             if base > 0:
                 # keep this round (replays of its workers); the one before is no longer needed
                 await txn.store.barrier_clear(sid, base - 1)
