@@ -29,10 +29,19 @@ from app.problems import NotFound
 router = APIRouter(prefix="/v1/sessions", tags=["history"])
 PAGE = 1000  # points per store read while streaming
 
+EVENT = {  # one event of the stream (schemathesis checks each against it)
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["point", "end"]},
+        "id": {"type": "string", "description": "the point's version"},
+        "data": {"type": "string", "description": "a HistoryPoint, or {next_since}, as JSON"},
+    },
+}
 STREAM: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "the event stream",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {"schema": EVENT}},
     }
 }
 Since = Annotated[
