@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pytest
 from fastapi.testclient import TestClient
 
 from app.store import RedisStore, SessionStore
@@ -151,3 +152,35 @@ def test_history_off_keeps_nothing(make_client: Callable[..., TestClient]) -> No
     sid = create(client, P)
     step(client, sid, 1.0)
     assert client.get(f"/v1/sessions/{sid}/history").json()["points"] == []
+
+
+def test_optd_open_and_the_sdk_name_the_dashboard(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import webbrowser
+
+    from optd_client import AsyncClient, Client
+
+    from app.cli import main
+
+    opened: list[str] = []
+
+    class Browser:
+        def open(self, url: str) -> None:
+            opened.append(url)
+
+    monkeypatch.setattr(webbrowser, "get", lambda: Browser())
+    assert main(["open", "abc_DEF-1", "--url", "http://example.test:9/"]) == 0
+    assert capsys.readouterr().out == "http://example.test:9/ui/sessions/abc_DEF-1\n"
+    assert opened == ["http://example.test:9/ui/sessions/abc_DEF-1"]
+
+    def none() -> None:
+        raise webbrowser.Error("no browser")
+
+    monkeypatch.setattr(webbrowser, "get", none)
+    monkeypatch.setenv("OPTD_URL", "http://other.test:8000")
+    assert main(["open"]) == 0  # no browser here: the URL is printed all the same
+    assert capsys.readouterr().out == "http://other.test:8000/ui\n"
+    with Client("http://example.test:9") as c:
+        assert c.session("s1").ui_url == "http://example.test:9/ui/sessions/s1"
+    assert AsyncClient("http://a.test").session("s2").ui_url == "http://a.test/ui/sessions/s2"

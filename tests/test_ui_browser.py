@@ -75,9 +75,7 @@ class Server:
         self.thread.join(timeout=30)
 
     def create(self, key: str | None = None, **config: Any) -> str:
-        r = self.http.post(
-            "/v1/sessions", json={"params": tensors(P), **config}, headers=auth(key)
-        )
+        r = self.http.post("/v1/sessions", json={"params": tensors(P), **config}, headers=auth(key))
         assert r.status_code == 201, r.text
         return str(r.json()["id"])
 
@@ -192,6 +190,38 @@ def test_sessions_list_filter_and_a_session_growing_live(page: Page, server: Ser
         page.screenshot(path=str(ROOT / "docs" / "ui-session.png"), full_page=True)
 
 
+def test_the_event_stream_sends_new_points_and_ends() -> None:
+    """GET .../events without a browser: points after `since`, `Last-Event-ID`, the end."""
+    short = Server(max_wait_s=1.0)
+    try:
+        sid = short.create()
+        for loss in (3.0, 2.0, 1.0):
+            short.step(sid, loss)
+        got: list[tuple[str, str, Any]] = []
+        headers = {"Accept": "text/event-stream", "Last-Event-ID": "1"}
+        with short.http.stream("GET", f"/v1/sessions/{sid}/events", headers=headers) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            event = ident = ""
+            for line in r.iter_lines():
+                if not line:
+                    event = ident = ""  # an event ends at a blank line
+                elif line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("id:"):
+                    ident = line[3:].strip()
+                elif line.startswith("data:"):
+                    got.append((event, ident, orjson.loads(line[5:].strip())))
+                    if len(got) == 2:
+                        short.step(sid, 0.5)  # arrives while the stream is open
+        kinds = [(e, i) for e, i, _ in got]
+        assert kinds == [("point", "2"), ("point", "3"), ("point", "4"), ("end", "")]
+        assert [d.get("loss") for _, _, d in got[:3]] == [2.0, 1.0, 0.5]
+        assert got[3][2] == {"next_since": 4}
+    finally:
+        short.stop()
+
+
 def test_with_tenants_the_page_asks_for_a_key_and_shows_only_that_tenant(page: Page) -> None:
     server = Server(api_keys=f"a:{KEY_A},b:{KEY_B}")
     try:
@@ -257,6 +287,6 @@ def test_first_render_with_1000_sessions_and_a_100k_step_history(
     page.wait_for_function("window.optdFirstRenderMs !== undefined", timeout=60_000)
     wall = time.perf_counter() - t0
     n = points(page)
-    log.warning("ui: session page first render of %d points (100,000 steps): %.0f ms", n, wall * 1e3)
+    log.warning("ui: session page first render of %d points (100k steps): %.0f ms", n, wall * 1e3)
     assert 10_000 < n <= 20_000  # the recent 10,000 and the downsampled tail
     assert page.get_attribute("#loss-chart", "data-last-version") == "100000"
