@@ -245,8 +245,9 @@ def test_a_warm_step_is_one_round_trip_and_a_stale_cache_is_never_trusted(
     make_client: Callable[..., TestClient], settings: Settings
 ) -> None:
     """A process stepping the session it committed last sends one script for the state (the
-    commit's compare-and-set) and one for its history point; when another process moved on, the commit fails, the step reloads
-    and recomputes; preconditions are checked against the store, not the cache."""
+    commit's compare-and-set) and one for its history point; when another process moved
+    on, the commit fails, the step reloads and recomputes; preconditions are checked
+    against the store, not the cache."""
     a, b = make_client(), make_client()
     sid = create(a, params0(), optimizer="adam")
     post_step(a, sid, grads(0), "json")

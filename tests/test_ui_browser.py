@@ -133,6 +133,8 @@ def test_sessions_list_filter_and_a_session_growing_live(page: Page, server: Ser
     blue = server.create(optimizer="sgd", labels={"team": "blue"})
     for i in range(30):
         server.step(red, 2.0 * 0.93**i + 0.05, worker=f"w{i % 3}")
+    fetched: list[str] = []
+    page.on("request", lambda req: fetched.append(req.url))
     page.goto(server.url + "/ui")
     expect(page.locator(f'tr[data-sid="{red}"]')).to_be_visible()
     expect(page.locator(f'tr[data-sid="{blue}"]')).to_be_visible()
@@ -179,6 +181,9 @@ def test_sessions_list_filter_and_a_session_growing_live(page: Page, server: Ser
     page.select_option("#x-axis", "time")
     assert points(page) == 41
     page.select_option("#x-axis", "version")
+    # no CDN: every script, style and call went to this server
+    assert fetched and all(u.startswith(server.url + "/") for u in fetched), fetched
+    assert any(u.endswith("/ui/assets/vendor/uPlot.iife.min.js") for u in fetched)
     if SHOTS:
         for i in range(160):
             server.step(red, 0.05 * 0.99**i + 0.01 * abs(np.sin(i / 7)), worker=f"w{i % 3}")
