@@ -129,7 +129,12 @@ def points(page: Page) -> int:
 
 
 def test_sessions_list_filter_and_a_session_growing_live(page: Page, server: Server) -> None:
-    red = server.create(optimizer="adam", hyperparams={"lr": 0.01}, labels={"team": "red"})
+    red = server.create(
+        optimizer="adam",
+        hyperparams={"lr": 0.01},
+        labels={"team": "red"},
+        schedule={"name": "cosine", "warmup_steps": 20, "total_steps": 400, "min_lr_ratio": 0.1},
+    )
     blue = server.create(optimizer="sgd", labels={"team": "blue"})
     for i in range(30):
         server.step(red, 2.0 * 0.93**i + 0.05, worker=f"w{i % 3}")
@@ -171,6 +176,8 @@ def test_sessions_list_filter_and_a_session_growing_live(page: Page, server: Ser
     expect(page.locator("#s-version")).to_have_text("41")
     expect(page.locator('#workers tr[data-worker="w0"]')).to_be_visible()
     expect(page.locator("#config")).to_contain_text('"optimizer": "adam"')
+    expect(page.locator("#schedule-name")).to_have_text("cosine")
+    expect(page.locator("#schedule-chart canvas")).to_have_count(1)
     # the checkpoint button downloads GET .../state as safetensors
     with page.expect_download() as dl:
         page.click("#download")

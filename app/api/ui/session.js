@@ -112,6 +112,43 @@
     $("error").hidden = false; $("error").textContent = "This session does not exist (or was deleted).";
   }
 
+  // The configured schedule as a curve (app/optim/schedules.py, k = steps taken before)
+  function factor(sc, k) {
+    const t = k + 1, w = sc.warmup_steps || 0;
+    switch (sc.name) {
+      case "linear_warmup": return Math.min(1, t / sc.warmup_steps);
+      case "cosine": {
+        if (t <= w) return t / w;
+        const p = Math.min(1, (k - w) / (sc.total_steps - w)), m = sc.min_lr_ratio || 0;
+        return m + (1 - m) * (1 + Math.cos(Math.PI * p)) / 2;
+      }
+      case "inverse_sqrt": return t <= w ? t / w : Math.sqrt(Math.max(w, 1) / t);
+      case "step": return Math.pow(sc.gamma ?? 0.1, Math.floor(k / sc.step_size));
+      case "exponential": return Math.pow(sc.gamma, k);
+      default: return 1;
+    }
+  }
+  let drawnSchedule = null, scheduleChart = null;
+  function drawSchedule() {
+    const sc = info.schedule || { name: "constant" };
+    const key = JSON.stringify([sc, info.hyperparams.lr]);
+    if (key === drawnSchedule) return;
+    drawnSchedule = key;
+    const end = Math.max(100, sc.total_steps ? Math.round(sc.total_steps * 1.1) : Math.round(info.step * 1.5));
+    const ks = [], lrs = [];
+    for (let i = 0; i <= 400; i++) { const k = Math.round((end * i) / 400); ks.push(k); lrs.push(info.hyperparams.lr * factor(sc, k)); }
+    $("schedule-name").textContent = sc.name;
+    const host = $("schedule-chart");
+    if (scheduleChart) scheduleChart.destroy();
+    host.replaceChildren();
+    scheduleChart = new uPlot({
+      width: Math.max(300, host.clientWidth || 420), height: 220,
+      scales: { x: { time: false } },
+      series: [{ label: "step" }, { label: "lr", stroke: "#8e44ad", width: 1.5, points: { show: false } }],
+      axes: [{}, { size: 60 }],
+    }, [ks, lrs], host);
+  }
+
   async function refreshInfo() {
     try {
       const r = await optd.api(base);
@@ -124,6 +161,7 @@
         "mode", "workers", "min_workers", "round_timeout_s", "worker_lease_s", "max_staleness", "staleness_lr",
         "labels", "ttl_s", "num_params", "state_bytes", "step", "version", "created_at"];
       $("config").textContent = JSON.stringify(Object.fromEntries(keys.map((k) => [k, info[k]])), null, 2);
+      drawSchedule();
       await refreshWorkers();
       schedule();
     } catch (e) { /* the next refresh tries again */ }
@@ -175,7 +213,7 @@
       if (e.message !== "unauthorized") { $("error").hidden = false; $("error").textContent = String(e); }
     }
   }
-  window.addEventListener("resize", () => { makeCharts(); schedule(); });
+  window.addEventListener("resize", () => { makeCharts(); schedule(); drawnSchedule = null; if (info) drawSchedule(); });
   optd.setupLogin(start);
   if (optd.key()) $("logout").hidden = false;
   start();
