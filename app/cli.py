@@ -1,4 +1,4 @@
-"""`optd serve`, `optd keys create` and `optd version`."""
+"""`optd serve`, `optd keys create`, `optd open` and `optd version`."""
 
 from __future__ import annotations
 
@@ -112,6 +112,23 @@ def _keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open(args: argparse.Namespace) -> int:
+    """Print a session's dashboard URL (or the sessions list's) and open it in a browser
+    when this machine has one (`webbrowser` finds none on a headless server: print only)."""
+    import webbrowser
+    from urllib.parse import quote
+
+    base = (args.url or os.environ.get("OPTD_URL") or "http://127.0.0.1:8000").rstrip("/")
+    url = f"{base}/ui/sessions/{quote(args.session, safe='')}" if args.session else f"{base}/ui"
+    print(url)
+    if not args.print_only:
+        try:
+            webbrowser.get().open(url)
+        except webbrowser.Error:
+            pass  # no browser here: the printed URL is the answer
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="optd", description="optimizer-as-a-service")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -148,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         help="OPTD_LIMIT_CONCURRENCY: 503 beyond this many connections (0 = no limit)",
     )
     sub.add_parser("version", help="print the version")
+    opener = sub.add_parser("open", help="print and open a session's live dashboard (/ui)")
+    opener.add_argument("session", nargs="?", help="a session id (none: the sessions list)")
+    opener.add_argument("--url", help="the server (OPTD_URL, default http://127.0.0.1:8000)")
+    opener.add_argument("--print-only", action="store_true", help="print the URL, open nothing")
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys", required=True)
     create = keys.add_parser("create", help="add a key for a tenant and print it once")
     create.add_argument("--file", required=True, help="the keys file (OPTD_API_KEYS_FILE)")
@@ -159,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "keys":
         return _keys_create(args)
+    if args.command == "open":
+        return _open(args)
     return _serve(args)
 
 

@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI
 from app import __version__
 from app.api import docs, errors, openapi
 from app.api.deps import authorize
-from app.api.routes import health, optimizers, sessions, state, step, workers
+from app.api.routes import health, history, optimizers, sessions, state, step, ui, workers
 from app.core.auth import auth_enabled
 from app.core.config import Settings
 from app.core.keyfile import KeySource
@@ -113,9 +113,10 @@ def create_app(settings: Settings | None = None, store: SessionStore | None = No
     errors.install(app)
     docs.install(app)
     openapi.install(app)
-    for module in (sessions, step, state, workers, optimizers):
+    for module in (sessions, step, state, workers, history, optimizers):
         app.include_router(module.router, dependencies=[Depends(authorize)])
     app.include_router(health.router)
+    ui.mount(app)  # public pages; their data calls carry the key
     # POST /step, the hot path, is matched first and skips FastAPI's dependency machinery
     # (step.fast_route authorizes itself); the APIRoute above keeps it in the OpenAPI doc.
     app.router.routes.insert(0, step.fast_route)

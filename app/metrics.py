@@ -20,6 +20,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.step_seconds = Histogram(
+            "optd_step_seconds",
+            "Whole step requests that applied a step, decode to encode (the /ui latency)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.bytes_in = Counter("optd_bytes_in", "Request body bytes", registry=r)
         self.bytes_out = Counter(
             "optd_bytes_out", "Response body bytes (tensor bodies)", registry=r

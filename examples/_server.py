@@ -87,6 +87,8 @@ class EmbeddedServer:
 def optd_server(url: str | None = None, *, quiet: bool = False) -> Iterator[str]:
     """Yield `url` as it is, or the URL of an embedded server started for the block."""
     if url:
+        if not quiet:
+            print(f"watch it live: {url.rstrip('/')}/ui", flush=True)
         yield url.rstrip("/")
         return
     server = EmbeddedServer()
@@ -94,6 +96,7 @@ def optd_server(url: str | None = None, *, quiet: bool = False) -> Iterator[str]
         server.wait_ready()
         if not quiet:
             print(f"started an embedded optd server at {server.url}", flush=True)
+            print(f"watch it live: {server.url}/ui", flush=True)
         yield server.url
     finally:
         server.stop()

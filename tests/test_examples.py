@@ -63,6 +63,7 @@ def assert_loss_went_down(summary: dict[str, Any]) -> None:
 def test_linear_regression_with_its_own_server(tmp_path: Path) -> None:
     summary, stdout = run_example("linear_regression", tmp_path, "--steps", "20")
     assert "started an embedded optd server" in stdout
+    assert "watch it live: http://127.0.0.1:" in stdout  # the dashboard link (issue #19)
     assert "step    0" in stdout  # progress lines
     assert_loss_went_down(summary)
     assert summary["final_loss_by_lr"]["1"] < summary["final_loss_by_lr"]["0.01"]

@@ -43,7 +43,7 @@ def operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
 
 def test_every_operation_is_summarised_described_and_named(doc: dict[str, Any]) -> None:
     ops = operations(doc)
-    assert len(ops) == 17  # 14 + the three workers operations (elastic rounds)
+    assert len(ops) == 19  # 14 + the three workers operations (elastic rounds) + history, events
     for method, path, op in ops:
         assert op.get("summary"), (method, path)
         assert len(op.get("description", "")) > 40, (method, path)

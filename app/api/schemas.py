@@ -298,6 +298,32 @@ class Ready(BaseModel):
     store: str = Field(description="memory, redis or cluster")
 
 
+class HistoryPoint(BaseModel):
+    """One committed step (async) or round (sync) of a session (issue #19)."""
+
+    version: int = Field(description="the session's version after this step")
+    t: float = Field(description="when it was committed, Unix seconds")
+    loss: float | None = Field(description="the loss the step sent (a round: their mean)")
+    lr: float | None = Field(description="the learning rate applied, after the schedule")
+    grad_norm: float | None = Field(description="global gradient norm, before clipping")
+    staleness: int | None = Field(description="versions behind, when base_version was sent")
+    worker: str | None = Field(description="the worker the step named")
+    contributors: list[str] | None = Field(None, description="a sync round's workers")
+
+
+class HistoryPage(BaseModel):
+    """GET .../history: points after `since`, oldest first. Points older than
+    `recent_from` come from the downsampled tail (every `stride`-th version)."""
+
+    id: str
+    version: int = Field(description="the session's version now")
+    points: list[HistoryPoint]
+    next_since: int = Field(description="pass as ?since= for the next page")
+    more: bool = Field(description="the page is full: ask again with next_since")
+    stride: int = Field(description="the tail's spacing in versions")
+    recent_from: int | None = Field(description="the oldest version kept at full resolution")
+
+
 MODELS: tuple[type[BaseModel], ...] = (
     Problem,
     SessionCreate,
@@ -315,4 +341,6 @@ MODELS: tuple[type[BaseModel], ...] = (
     Optimizers,
     Health,
     Ready,
+    HistoryPoint,
+    HistoryPage,
 )

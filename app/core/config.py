@@ -82,6 +82,15 @@ class Settings(BaseSettings):
     offload_elements: int = Field(
         65_536, ge=0, description="steps on larger sessions run in a thread, off the event loop"
     )
+    history_points: int = Field(
+        10_000,
+        ge=0,
+        description="history points kept per session at full resolution (and at most as "
+        "many in the downsampled tail); 0 keeps no history",
+    )
+    events_poll_s: float = Field(
+        0.25, gt=0, description="how often GET .../events looks for new history points"
+    )
 
     @property
     def max_body_bytes(self) -> int:

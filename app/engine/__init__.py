@@ -259,3 +259,9 @@ class Engine:
         if_match: int | None = None,
     ) -> tuple[int, bool]:
         return await checkpoints.import_state(self.txn, sid, caller, doc, tensors, if_match)
+
+    # --- history (issue #19) ---
+
+    async def history(self, sid: str, caller: Caller, since: int, limit: int) -> dict[str, Any]:
+        """A page of the session's history points after version `since`."""
+        return await self._steps.history.page(sid, caller, since, limit)

@@ -31,6 +31,7 @@ import numpy as np
 from app.codec import safetensors
 from app.core.auth import Caller
 from app.engine import quorum
+from app.engine.history import History, point
 from app.engine.meta import SessionMeta
 from app.engine.txn import Commit, Loaded, Skip, Transactions
 from app.engine.types import BarrierPending, StepOutcome, StepRequest
@@ -42,6 +43,7 @@ from app.problems import Conflict, InvalidBody, InvalidTensor, Problem, StaleGra
 STATUS_EVERY_S = 0.05  # elastic rounds: how often a waiter re-evaluates the quorum
 RECOVER_AFTER_S = 1.0  # a ready round still open after this: its closer died, close it here
 KEEP_RESULTS = 256  # sessions whose last round's result this process keeps for waiters
+Closed = dict[str, Any]  # the history point of a round that closed
 ROUND_TTL_S = 86_400  # an abandoned round's gradients expire (or with the session's TTL)
 
 
@@ -60,6 +62,7 @@ class Rounds:
         self.max_wait_s = max_wait_s
         self.wakeups = wakeups
         self._closed: OrderedDict[str, tuple[int, StepOutcome]] = OrderedDict()
+        self.history = History(txn)
 
     async def status(self, sid: str, meta: SessionMeta, version: int) -> quorum.RoundStatus:
         """The open round on `version`: who contributed, who is missing, may it close."""
@@ -110,7 +113,8 @@ class Rounds:
                 current_version=version,
             )
         blob = safetensors.encode(
-            {s.name: flat[s.offset : s.offset + s.size] for s in _specs(meta, stepped)}
+            {s.name: flat[s.offset : s.offset + s.size] for s in _specs(meta, stepped)},
+            None if req.loss is None else {"loss": repr(req.loss)},  # the round's mean loss
         )
         ttl = member_ttl(meta)
         have, _ = await store.barrier_add(sid, base, req.worker, blob, ttl)  # + member_touch
@@ -159,10 +163,10 @@ class Rounds:
         txn = self.txn
         committed: list[Any] = []  # the meta and state the commit wrote, for the waiters
 
-        async def body(cur: Loaded) -> Commit[bool] | Skip[bool]:
+        async def body(cur: Loaded) -> Commit[Closed | None] | Skip[Closed | None]:
             committed.clear()
             if cur.version != base:
-                return Skip(False)
+                return Skip(None)
             contributions = await txn.store.barrier_get(sid, base)
             meta = cur.meta
             if _elastic(meta):
@@ -171,7 +175,7 @@ class Rounds:
             else:
                 ready, missing = len(contributions) >= (meta.options.workers or 1), []
             if not ready or not contributions:
-                return Skip(False)
+                return Skip(None)
             # who was in it, kept with the result so its waiters need not ask the store
             meta.last_round = {"version": base, "contributors": sorted(contributions),
                                "missing": missing}  # fmt: skip
@@ -179,8 +183,11 @@ class Rounds:
             layout = meta.layout
             acc = np.zeros(layout.total, dtype=np.float64)
             touched = np.zeros(len(layout.specs), dtype=bool)
+            losses: list[float] = []
             for worker in sorted(contributions):
-                tensors, _ = safetensors.decode(contributions[worker])
+                tensors, md = safetensors.decode(contributions[worker])
+                if "loss" in md:
+                    losses.append(float(md["loss"]))
                 for name, arr in tensors.items():
                     i = layout.index[name]
                     spec = layout.specs[i]
@@ -199,7 +206,18 @@ class Rounds:
             meta.updated_at = time.time()
             committed.append(meta)
             committed.append(state)
-            return Commit(meta, state.slots, True)
+            loss = sum(losses) / len(losses) if losses else None
+            if loss is not None:
+                meta.last_loss = loss
+            p = point(
+                base + 1,
+                lr=info.lr,
+                grad_norm=info.grad_norm,
+                loss=loss,
+                staleness=0,
+                contributors=sorted(contributions),
+            )
+            return Commit(meta, state.slots, p)
 
         try:
             version, closed = await txn.write(sid, caller, body)
@@ -209,7 +227,7 @@ class Rounds:
                 # later gradient for this version would meet the same refusal
                 await txn.store.barrier_clear(sid, base)
             raise
-        if closed:
+        if closed is not None:
             txn.metrics.steps.inc()
             meta, state = committed
             out = self._outcome(version, meta, state, base)
@@ -218,6 +236,7 @@ class Rounds:
             out.params = {n: a.copy() for n, a in out.params.items()}
             self._remember(sid, base, out)
             await self.wakeups.announce(sid, base + 1)  # the round's waiters, everywhere
+            await self.history.record(sid, closed)
             if base > 0:
                 # keep this round (replays of its workers); the one before is no longer needed
                 await txn.store.barrier_clear(sid, base - 1)

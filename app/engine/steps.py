@@ -20,6 +20,7 @@ import orjson
 from app.core.auth import Caller
 from app.engine import execute
 from app.engine.claims import Claim
+from app.engine.history import History, point
 from app.engine.meta import SessionMeta
 from app.engine.txn import Commit, Loaded, Skip, Transactions
 from app.engine.types import StepOutcome, StepRequest
@@ -32,6 +33,7 @@ from app.store.base import IdempotencyRecord
 class Steps:
     def __init__(self, txn: Transactions) -> None:
         self.txn = txn
+        self.history = History(txn)
         self._background: set[asyncio.Future[None]] = set()
 
     async def apply(
@@ -68,6 +70,15 @@ class Steps:
             metrics.steps.inc()
             if out.staleness is not None:
                 metrics.staleness.observe(out.staleness)
+            p = point(
+                version,
+                lr=out.lr,
+                grad_norm=out.grad_norm,
+                loss=req.loss,
+                staleness=out.staleness,
+                worker=req.worker,
+            )
+            await self.history.record(sid, p)
         return out
 
     async def _compute(

@@ -22,6 +22,7 @@ from typing import Any, NoReturn, Protocol
 import numpy as np
 
 from app.problems import Conflict, IdempotencyMismatch
+from app.store.history import HistoryPage
 
 
 @dataclass
@@ -263,6 +264,17 @@ class Coordination(Protocol):
         subscription breaks (`StoreUnavailable`; subscribe again)."""
 
     async def members(self, sid: str) -> dict[str, Member]: ...
+
+    # --- history (issue #19; `store/history.py`) ---
+
+    async def history_append(self, sid: str, version: int, point: bytes, cap: int) -> None:
+        """Keep `point` (engine-defined bytes) as the session's history at `version`: the
+        last `cap` points, plus a tail downsampled to at most `cap`. Nothing happens for a
+        session that does not exist; the history goes with the session (delete, TTL)."""
+
+    async def history_read(self, sid: str, since: int, limit: int) -> HistoryPage:
+        """At most `limit` points with a version above `since`, oldest first: the tail's
+        points before the recent window, then the recent ones."""
 
     # --- tenants (DESIGN §6) ---
 

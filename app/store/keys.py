@@ -24,6 +24,10 @@ Layout (the `{...}` part is the Redis Cluster hash tag):
                                                contribution arrived (epoch seconds)
     optd:{<sid>}:members                       hash: s:<worker> last seen, r:<worker> rounds
                                                contributed, v:<worker> last version (sync)
+    optd:{<sid>}:hist                          sorted set by version: the last N history
+                                               points (JSON), full resolution
+    optd:{<sid>}:hist:tail                     sorted set: every <stride>-th point, whole run
+    optd:{<sid>}:hist:stride                   string: the tail's stride (store/history.py)
     optd:index:{<shard>}                       sorted set, score 0, members = sids
     optd:tenant:{<tenant>}:usage               hash: sessions, bytes (quota counters), gen,
                                                pending, pending_at (for recounts)
@@ -120,6 +124,12 @@ def rounds_key(sid: str) -> str:
 
 def members_key(sid: str) -> str:
     return session_prefix(sid) + "members"
+
+
+def history_keys(sid: str) -> tuple[str, str, str]:
+    """The recent points, the downsampled tail and its stride (`store/history.py`)."""
+    p = session_prefix(sid)
+    return p + "hist", p + "hist:tail", p + "hist:stride"
 
 
 INFLIGHT = b"inflight:"

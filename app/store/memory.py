@@ -28,6 +28,7 @@ from app.store.base import (
     StepLog,
     StoredSession,
 )
+from app.store.history import History, HistoryPage
 from app.store.memory_idem import MemoryIdempotency
 from app.store.memory_tenants import MemoryTenants
 
@@ -50,6 +51,7 @@ class _Session:
     barriers: dict[int, dict[str, bytes]] = field(default_factory=dict)
     opened: dict[int, float] = field(default_factory=dict)  # round -> first contribution
     members: dict[str, Member] = field(default_factory=dict)
+    history: History = field(default_factory=History)  # goes with the session
 
 
 def _own(slots: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -293,3 +295,12 @@ class MemoryStore(MemoryIdempotency, MemoryTenants):
             w: Member(m.last_seen, m.rounds, m.last_version)
             for w, m in self._get(sid).members.items()
         }
+
+    async def history_append(self, sid: str, version: int, point: bytes, cap: int) -> None:
+        sess = self._sessions.get(sid)
+        if sess is not None:  # a session deleted meanwhile keeps no history
+            sess.history.add(version, bytes(point), cap)
+
+    async def history_read(self, sid: str, since: int, limit: int) -> HistoryPage:
+        sess = self._sessions.get(sid)
+        return (sess.history if sess is not None else History()).read(since, limit)

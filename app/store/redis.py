@@ -39,12 +39,14 @@ from app.store.base import (
 )
 from app.store.redis_coord import RedisCoordination
 from app.store.redis_events import RedisEvents
+from app.store.redis_history import RedisHistory
 from app.store.redis_log import RedisStepLog
 from app.store.redis_read import RedisReads
 from app.store.slotcache import Entry, SlotCache, pack
 
 MAX_CHUNK_BYTES = 512 * 2**20 - 2**20  # Redis refuses string values of 512 MB and more
-_SCRIPTS = ("load", "delete", "idem_get", *RedisCoordination.SCRIPTS)  # EVALSHA
+# EVALSHA
+_SCRIPTS = ("load", "delete", "idem_get", *RedisCoordination.SCRIPTS, *RedisHistory.HISTORY_SCRIPTS)
 _WRITES = ("create", "commit", "append")  # EVAL inside MULTI (commit, append: or EVALSHA)
 _CAS_WRITERS = ("create", "commit", "append")  # all start with lua/_cas.lua
 
@@ -59,7 +61,7 @@ def _safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-class RedisStore(RedisReads, RedisCoordination, RedisStepLog, RedisEvents):
+class RedisStore(RedisReads, RedisCoordination, RedisStepLog, RedisEvents, RedisHistory):
     kind = "redis"
 
     def __init__(

@@ -41,6 +41,8 @@ CREATED_LINKS = {
         "GetState": "getState",
         "PutState": "putState",
         "ListWorkers": "listWorkers",
+        "GetHistory": "getHistory",
+        "StreamHistory": "streamHistory",
     }.items()
 }
 SESSION_HEADERS = {"ETag": 'the version, quoted ("0")'}

@@ -205,12 +205,14 @@ async def _step(
         # steps by version needs it, with `Prefer: return=minimal` too (no body)
         headers["Optd-Replayed-Version"] = str(out.replayed["version"])
     if fmt is None:
+        engine.metrics.step_seconds.observe(time.perf_counter() - t0)
         return Response(status_code=204, headers=headers | {"Preference-Applied": "return=minimal"})
     params = out.params
     if ret == "updated":
         params = {n: params[n] for n in out.updated}
     response = tensor_response(fmt, out.summary(), params, headers=headers, metrics=engine.metrics)
     engine.metrics.phase("encode", time.perf_counter() - t1)
+    engine.metrics.step_seconds.observe(time.perf_counter() - t0)  # /ui: p50/p90
     return response
 
 

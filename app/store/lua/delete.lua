@@ -1,5 +1,5 @@
 -- Delete a session's meta, every chunk its layout names, its step log, its open and last
--- sync rounds and its members (UNLINK: freed in the background).
+-- sync rounds, its members and its history (UNLINK: freed in the background).
 -- Idempotency records are not enumerable without SCAN; they expire on their own TTL.
 --
 -- KEYS[1]         optd:{sid}:meta
@@ -25,6 +25,7 @@ if log then
 end
 local version = tonumber(redis.call('HGET', KEYS[1], 'version'))
 redis.call('UNLINK', prefix .. 'barrier:' .. version, prefix .. 'barrier:' .. (version - 1),
-  prefix .. 'rounds', prefix .. 'members')
+  prefix .. 'rounds', prefix .. 'members', prefix .. 'hist', prefix .. 'hist:tail',
+  prefix .. 'hist:stride')
 redis.call('UNLINK', KEYS[1])
 return 1

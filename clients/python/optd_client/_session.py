@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, TypedDict
+from urllib.parse import quote
 
 from optd_client.types import StepInfo
 
@@ -24,8 +25,14 @@ class SessionState:
 class SessionBase:
     """The attributes `Session` and `AsyncSession` share."""
 
-    def __init__(self, sid: str, worker: str | None = None) -> None:
+    def __init__(self, sid: str, worker: str | None = None, url: str = "") -> None:
         self._s = SessionState(sid, worker)
+        self._url = url
+
+    @property
+    def ui_url(self) -> str:
+        """This session's live dashboard (loss, lr, grad-norm curves, workers, config)."""
+        return f"{self._url}/ui/sessions/{quote(self.id, safe='')}"
 
     @property
     def id(self) -> str:

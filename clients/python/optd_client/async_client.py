@@ -107,7 +107,7 @@ class AsyncSession(SessionBase):
     """One optimizer session on the server."""
 
     def __init__(self, client: AsyncClient, session_id: str, *, worker: str | None = None) -> None:
-        super().__init__(session_id, worker)
+        super().__init__(session_id, worker, client.url)
         self._client = client
 
     async def step(

@@ -104,7 +104,7 @@ class Session(SessionBase):
     """One optimizer session on the server."""
 
     def __init__(self, client: Client, session_id: str, *, worker: str | None = None) -> None:
-        super().__init__(session_id, worker)
+        super().__init__(session_id, worker, client.url)
         self._client = client
 
     def step(
