@@ -20,8 +20,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "clients" / "python"))
 
-from app.codec import compress  # noqa: E402
 from optd_client import _compress  # noqa: E402
+
+from app.codec import compress  # noqa: E402
 
 OUT = ROOT / "testdata" / "wire" / "compress.json"
 f32 = np.float32
@@ -90,7 +91,7 @@ def build() -> dict[str, Any]:
             }
         )
     return {
-        "about": "testdata/gen_compress_vectors.py; conventions in DESIGN.md §3 (compressed tensors)",
+        "about": "testdata/gen_compress_vectors.py; conventions: DESIGN.md §3, compressed tensors",
         "bfloat16": bf16,
         "int8_block": int8,
     }

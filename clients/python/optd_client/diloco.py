@@ -194,8 +194,8 @@ class DiLoCo:
         """Send fragment f's pseudo-gradient, wait for its round, load the result."""
         s = self.sessions[f]
         back = "float32" if self.wire_dtype == "float32" else "bfloat16"
-        grad_dtype: _compress.GradDtype = "float32" if self.wire_dtype == "float32" else (
-            self.wire_dtype
+        grad_dtype: _compress.GradDtype = (
+            "float32" if self.wire_dtype == "float32" else (self.wire_dtype)
         )
         try:
             new = s.step(
