@@ -97,10 +97,12 @@ def build() -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else OUT
+def main(out: Path | None = None) -> None:
+    if out is None:
+        out = Path(sys.argv[1]) if len(sys.argv) > 1 else OUT
     out.write_text(json.dumps(build(), indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {out}")
+    if __name__ == "__main__":
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":
