@@ -382,6 +382,10 @@ def dump(path: Path, obj: Any) -> None:
 
 def generate(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import gen_compress_vectors  # compress.json: bfloat16 and int8-block (DESIGN §3)
+
+    gen_compress_vectors.main(out / "compress.json")
     write_safetensors(out)
     dump(out / "problems.json", problems())
     specs, bodies = scenario()

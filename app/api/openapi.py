@@ -122,6 +122,13 @@ IDEMPOTENCY_KEY = header(
     minLength=1,
     maxLength=255,
 )
+RESPONSE_DTYPE = header(
+    "Optd-Response-Dtype",
+    "`bfloat16`: the parameters in the answer rounded to bfloat16 (nearest even; BF16 in "
+    'safetensors, `"dtype": "bfloat16"` in JSON), half the bytes of float32; `float32` '
+    "(default): the state's values",
+    enum=["float32", "bfloat16"],
+)
 ETAG = {"ETag": 'the new version, quoted ("12")'}
 
 

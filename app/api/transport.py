@@ -19,14 +19,16 @@ from fastapi import Request
 from starlette.responses import Response
 
 from app.api.parse import parse_uint
-from app.codec import json_tensors, negotiate, safetensors
+from app.codec import compress, json_tensors, negotiate, safetensors
 from app.core.config import Settings
 from app.metrics import Metrics
 from app.problems import InvalidBody, RequestTimeout, TooLarge, UnsupportedMediaType
 
 Format = Literal["json", "safetensors"]
 
-_VARY = (b"vary", b"Accept")
+_VARY = (b"vary", b"Accept, Optd-Response-Dtype")
+RESPONSE_DTYPE = "optd-response-dtype"
+"""Header asking for parameters in bfloat16 (`Optd-Response-Dtype: bfloat16`; DESIGN §3)."""
 _FIRST_ROOM = 1 << 20
 
 
@@ -114,6 +116,29 @@ def response_format(request: Request) -> Format:
 _response_format = functools.lru_cache(maxsize=64)(negotiate.response_format)
 
 
+def response_dtype(request: Request) -> str:
+    """`Optd-Response-Dtype`: `float32` (the default: the state's own dtype) or
+    `bfloat16` (parameters rounded to nearest even; half the bytes of float32)."""
+    raw = request.headers.get(RESPONSE_DTYPE)
+    if raw is None:
+        return "float32"
+    value = raw.strip().lower()
+    if value not in compress.RESPONSE_DTYPES:
+        raise InvalidBody(
+            f"Optd-Response-Dtype {raw[:64]!r} is not supported; use bfloat16 or float32"
+        )
+    return value
+
+
+def decode_gradients(
+    body: bytes, settings: Settings
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """A safetensors body of gradients: float tensors, or int8-block quantized ones
+    (app.codec.compress), which come back dequantized to float32."""
+    tensors, metadata = decode_safetensors(body, settings, (*safetensors.FLOAT_DTYPES, "I8"))
+    return compress.dequantize(tensors, metadata), metadata
+
+
 # The member of each JSON body that holds its tensors: in large bodies their arrays are
 # parsed straight into numpy (app.codec.json_numbers) instead of into Python floats.
 _TENSORS_AT = {"session": "params", "step": "grads", "params": "params", "checkpoint": "tensors"}
@@ -161,13 +186,22 @@ def tensor_response(
     status: int = 200,
     headers: Mapping[str, str] | None = None,
     metrics: Metrics | None = None,
+    dtype: str = "float32",
 ) -> Response:
     """JSON `{...fields, key: {name: tensor}}`, or safetensors with the fields as
-    `__metadata__` strings (JSON-encoded when not already strings)."""
+    `__metadata__` strings (JSON-encoded when not already strings). `dtype="bfloat16"`
+    rounds the tensors to bfloat16 (BF16 in safetensors, `"dtype": "bfloat16"` in JSON)."""
     if fmt == "json":
-        body = json_tensors.dumps({**fields, key: json_tensors.encode_tensors(tensors)})
+        encoded = json_tensors.encode_tensors(tensors)
+        if dtype == "bfloat16":
+            for name, arr in tensors.items():
+                encoded[name] = {**encoded[name], "dtype": "bfloat16"}
+                encoded[name]["data"] = compress.bfloat16_round(arr).reshape(-1)
+        body = json_tensors.dumps({**fields, key: encoded})
         media = negotiate.JSON
     else:
+        if dtype == "bfloat16":
+            tensors = {name: compress.bfloat16_bits(arr) for name, arr in tensors.items()}
         meta = {k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in fields.items()}
         body = safetensors.encode(tensors, meta)
         media = negotiate.SAFETENSORS

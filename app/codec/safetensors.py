@@ -34,6 +34,7 @@ _LAYOUT: dict[str, np.dtype[Any]] = {
     "BF16": np.dtype("<u2"),  # raw bits; widened to float32 on decode
     "F32": np.dtype("<f4"),
     "F64": np.dtype("<f8"),
+    "I8": np.dtype("i1"),  # int8-block quantized gradients only (app.codec.compress)
     "I32": np.dtype("<i4"),
     "I64": np.dtype("<i8"),
 }
@@ -43,6 +44,7 @@ _REFERENCE_DTYPES = frozenset(
     "I16 U16 F16 BF16 I32 U32 F32 C64 F64 I64 U64".split()
 )
 _ENCODABLE = {("f", 2): "F16", ("f", 4): "F32", ("f", 8): "F64", ("i", 4): "I32", ("i", 8): "I64"}
+_ENCODABLE[("u", 2)] = "BF16"  # uint16 arrays are bfloat16 bits (compress.bfloat16_bits)
 _USIZE_MAX = 2**64 - 1  # the reference reads sizes as u64 and fails on overflow
 _MAX_NDIM = 64  # numpy's limit
 

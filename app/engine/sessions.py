@@ -162,7 +162,8 @@ async def create(
             ) from None
         if cur.meta.create_fingerprint != idempotency[1]:
             raise IdempotencyMismatch(
-                f"Idempotency-Key {idempotency[0]!r} created a session from another body"
+                f"Idempotency-Key {idempotency[0]!r} created a session from another body",
+                id=sid,  # the caller sees this session anyway: a worker joining by name adopts it
             ) from None
         return sid, cur.version, cur.meta, True
     await created(txn, caller.tenant, nbytes, ok=True)

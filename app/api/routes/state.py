@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 
 from app.api import openapi as doc
@@ -55,13 +55,23 @@ async def get_params(
     ] = None,
     min_version: Annotated[int | None, Query(ge=0)] = None,
     wait: Annotated[float, Query(ge=0, description="seconds to wait for min_version")] = 0.0,
+    optd_response_dtype: Annotated[
+        Literal["float32", "bfloat16"] | None,
+        Header(description=doc.RESPONSE_DTYPE["description"]),
+    ] = None,
 ) -> Response:
     fmt = response_format(request)
+    dtype = optd_response_dtype or "float32"
     wanted = [n for n in names.split(",") if n] if names else None
     worker = request.headers.get("optd-worker")
     version, params = await engine.get_params(sid, caller, wanted, min_version, wait, worker)
     return tensor_response(
-        fmt, {"version": version}, params, headers={"ETag": etag(version)}, metrics=engine.metrics
+        fmt,
+        {"version": version},
+        params,
+        headers={"ETag": etag(version)},
+        metrics=engine.metrics,
+        dtype=dtype,
     )
 
 

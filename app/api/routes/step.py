@@ -17,14 +17,15 @@ from app.api.schemas import BarrierPending as Barrier
 from app.api.schemas import StepRequest as StepBody
 from app.api.schemas import StepResponse
 from app.api.transport import (
+    decode_gradients,
     decode_json_tensors,
-    decode_safetensors,
     etag,
     idempotency,
     json_response,
     parse_json_object,
     read_body,
     request_format,
+    response_dtype,
     response_format,
     tensor_response,
 )
@@ -66,6 +67,7 @@ STEP_DOC = doc.body(
             pattern="^[0-9]{1,18}$",
         ),
         doc.header("Optd-Worker", "safetensors bodies: the worker's id", maxLength=256),
+        doc.RESPONSE_DTYPE,
         doc.header(
             "Optd-Loss",
             "safetensors bodies: the loss, a finite number",
@@ -150,7 +152,7 @@ def parse_step(request: Request, body: bytes, settings: Any) -> StepRequest:
         grads = decode_json_tensors(obj.get("grads"), "grads", settings)
         opts: dict[str, Any] = obj
     else:
-        grads, metadata = decode_safetensors(body, settings)
+        grads, metadata = decode_gradients(body, settings)
         opts = {
             "base_version": h.get("optd-base-version", metadata.get("base_version")),
             "worker": h.get("optd-worker", metadata.get("worker")),
@@ -182,6 +184,7 @@ async def _step(
         wait = _wait(query.get("wait"))
     minimal = "return=minimal" in request.headers.get("prefer", "")
     fmt = None if minimal else response_format(request)  # 406 before any work
+    dtype = response_dtype(request)
     body = await read_body(request, settings)
     req = parse_step(request, body, settings)
     idem = idempotency(request, body)
@@ -210,7 +213,9 @@ async def _step(
     params = out.params
     if ret == "updated":
         params = {n: params[n] for n in out.updated}
-    response = tensor_response(fmt, out.summary(), params, headers=headers, metrics=engine.metrics)
+    response = tensor_response(
+        fmt, out.summary(), params, headers=headers, metrics=engine.metrics, dtype=dtype
+    )
     engine.metrics.phase("encode", time.perf_counter() - t1)
     engine.metrics.step_seconds.observe(time.perf_counter() - t0)  # /ui: p50/p90
     return response

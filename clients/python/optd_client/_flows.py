@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from optd_client import _wire
+from optd_client import _compress, _wire
 from optd_client._core import (
     CREATE_KEYS,
     PATCH_KEYS,
@@ -32,11 +32,15 @@ class Core(CoreBase):
     # -- sessions --------------------------------------------------------------------
 
     def create(
-        self, optimizer: str, params: Mapping[str, Any], options: Mapping[str, Any]
+        self,
+        optimizer: str,
+        params: Mapping[str, Any],
+        options: Mapping[str, Any],
+        idempotency_key: str | None = None,
     ) -> Flow[dict[str, Any]]:
         config = {"optimizer": optimizer, **split_options(options, CREATE_KEYS)}
         arrays = _wire.as_arrays(params, "params")
-        key = {"idempotency-key": str(uuid.uuid4())}
+        key = {"idempotency-key": idempotency_key or str(uuid.uuid4())}
         if self.wire == "safetensors":
             body = _wire.encode_safetensors(arrays, {"config": _wire.dumps(config).decode()})
         else:
@@ -114,10 +118,15 @@ class Core(CoreBase):
         worker: str | None,
         loss: float | None,
         wait: float | None = None,
+        grad_dtype: _compress.GradDtype = "float32",
+        params_dtype: str = "float32",
+        block: int = _compress.DEFAULT_BLOCK,
     ) -> Flow[dict[str, Array]]:
         arrays = _wire.as_arrays(grads, "grads")
         worker = worker if worker is not None else s.worker
         headers = {"idempotency-key": str(uuid.uuid4())}
+        if params_dtype != "float32":
+            headers["optd-response-dtype"] = params_dtype
         fields: dict[str, Any] = {}
         if self.wire == "safetensors":
             if base_version is not None:
@@ -132,7 +141,17 @@ class Core(CoreBase):
         else:
             opts = {"base_version": base_version, "worker": worker, "loss": loss}
             fields = {k: v for k, v in opts.items() if v is not None}
-        body = self._tensor_body(arrays, "grads", **fields)
+        if grad_dtype == "float32" or (self.wire == "json" and grad_dtype == "bfloat16"):
+            if grad_dtype == "bfloat16":  # JSON: the values rounded, named bfloat16
+                arrays = {k: _compress.bfloat16_round(v) for k, v in arrays.items()}
+            body = self._tensor_body(arrays, "grads", **fields)
+            if grad_dtype == "bfloat16":
+                body = body.replace(b'"dtype":"float32"', b'"dtype":"bfloat16"')
+        elif self.wire == "json":
+            raise ValueError("int8 gradients travel as safetensors only (wire='safetensors')")
+        else:
+            body = _compress.encode(arrays, grad_dtype, fields, block)
+        s.sent += len(body)
         query = {"wait": float(wait)} if wait is not None else None
         req = self.request(
             "POST", self._path(s.id, "/step"), content=body, params=query,
@@ -140,8 +159,10 @@ class Core(CoreBase):
             wait=wait or 0.0,
         )  # fmt: skip
         response = yield from exchange(self.policy, req)
+        s.received += len(response.content)
         if response.status_code == 202:
-            return (yield from self._await_barrier(s, response.json().get("barrier") or {}))
+            barrier = response.json().get("barrier") or {}
+            return (yield from self._await_barrier(s, barrier, params_dtype))
         doc, params = self._tensors(response, "params")
         version = int_or_none(doc.get("version"))
         if version is None:
@@ -157,14 +178,18 @@ class Core(CoreBase):
         )
         return params
 
-    def _await_barrier(self, s: SessionState, barrier: dict[str, Any]) -> Flow[dict[str, Array]]:
+    def _await_barrier(
+        self, s: SessionState, barrier: dict[str, Any], params_dtype: str = "float32"
+    ) -> Flow[dict[str, Array]]:
         """A sync-mode step waited in vain (202): long-poll for the barrier's version + 1."""
         base = int_or_none(barrier.get("version"))
         target = (base if base is not None else (s.version or 0)) + 1
         deadline = time.monotonic() + self.barrier_timeout
         while True:
             left = max(0.0, deadline - time.monotonic())
-            params = yield from self.get_params(s, None, target, min(self.poll_wait, left))
+            params = yield from self.get_params(
+                s, None, target, min(self.poll_wait, left), params_dtype
+            )
             if s.version is not None and s.version >= target:
                 s.last = StepInfo(s.version, None, None, None, None, barrier=dict(barrier))
                 return params
@@ -182,6 +207,7 @@ class Core(CoreBase):
         names: Iterable[str] | None,
         min_version: int | None,
         wait: float | None,
+        params_dtype: str = "float32",
     ) -> Flow[dict[str, Array]]:
         query: dict[str, str | int | float] = {}
         if names is not None:
@@ -196,8 +222,10 @@ class Core(CoreBase):
             params=query,
             accept=self.tensor_type,
             wait=wait or 0.0,
+            headers={"optd-response-dtype": params_dtype} if params_dtype != "float32" else None,
         )
         response = yield from exchange(self.policy, req)
+        s.received += len(response.content)
         doc, params = self._tensors(response, "params")
         version = int_or_none(doc.get("version"))
         s.version = version if version is not None else etag_version(response)

@@ -20,6 +20,9 @@ class SessionState:
     worker: str | None = None
     last: StepInfo | None = None
     version: int | None = None
+    sent: int = 0
+    """Bytes of step bodies this handle sent, and of step and params answers it got."""
+    received: int = 0
 
 
 class SessionBase:
@@ -47,6 +50,16 @@ class SessionBase:
     def version(self) -> int | None:
         """The session's version as of the last response this object received."""
         return self._s.version
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes of the step bodies this object sent (what a thin uplink carries)."""
+        return self._s.sent
+
+    @property
+    def bytes_received(self) -> int:
+        """Bytes of the step and params answers this object received."""
+        return self._s.received
 
     @property
     def worker(self) -> str | None:

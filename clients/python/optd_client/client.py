@@ -8,6 +8,7 @@ from typing import Any, TypeVar, Unpack
 
 import httpx
 
+from optd_client._compress import DEFAULT_BLOCK, GradDtype
 from optd_client._core import Array
 from optd_client._flows import Core
 from optd_client._retry import Flow, Sleep
@@ -115,14 +116,24 @@ class Session(SessionBase):
         worker: str | None = None,
         loss: float | None = None,
         wait: float | None = None,
+        grad_dtype: GradDtype = "float32",
+        params_dtype: str = "float32",
+        block: int = DEFAULT_BLOCK,
     ) -> dict[str, Array]:
         """Apply gradients (all parameters or a subset); returns every new parameter.
         `self.last` then holds the step's version, step, lr, grad_norm and staleness.
 
         In a sync-mode session `wait` bounds how long the server holds the request for
         the round (its default is 30 s); a round still open then is awaited with
-        long-polls on `GET .../params`, up to the client's `barrier_timeout`."""
-        flow = self._client._core.step(self._s, grads, base_version, worker, loss, wait)
+        long-polls on `GET .../params`, up to the client's `barrier_timeout`.
+
+        Fewer bytes (DESIGN §3): `grad_dtype="bfloat16"` sends the gradients rounded to
+        bfloat16, `"int8"` quantized in blocks of `block` values with one scale each
+        (safetensors wire only); `params_dtype="bfloat16"` asks for the parameters in
+        bfloat16 (`Optd-Response-Dtype`)."""
+        flow = self._client._core.step(
+            self._s, grads, base_version, worker, loss, wait, grad_dtype, params_dtype, block
+        )
         return self._client._run(flow)
 
     def params(
@@ -130,10 +141,13 @@ class Session(SessionBase):
         names: Iterable[str] | None = None,
         min_version: int | None = None,
         wait: float | None = None,
+        params_dtype: str = "float32",
     ) -> dict[str, Array]:
         """Current parameters; with `min_version` and `wait`, long-poll until the session
-        reaches that version or `wait` seconds pass (then compare `self.version`)."""
-        return self._client._run(self._client._core.get_params(self._s, names, min_version, wait))
+        reaches that version or `wait` seconds pass (then compare `self.version`).
+        `params_dtype="bfloat16"` asks for them rounded to bfloat16 (half the bytes)."""
+        flow = self._client._core.get_params(self._s, names, min_version, wait, params_dtype)
+        return self._client._run(flow)
 
     def set_params(self, params: Mapping[str, Any], *, if_match: int | None = None) -> int:
         """Overwrite some or all parameter values, keeping the optimizer state."""

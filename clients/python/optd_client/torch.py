@@ -19,9 +19,10 @@ import torch
 from optd_client._convert import from_torch_state_dict, has_torch_layout, to_torch_state_dict
 from optd_client._torch_match import check_real, session_dtype
 from optd_client.client import Client, Session
+from optd_client.diloco import DiLoCo
 from optd_client.types import PARAM_SLOT, Checkpoint
 
-__all__ = ["RemoteOptimizer", "from_torch_state_dict", "to_torch_state_dict"]
+__all__ = ["DiLoCo", "RemoteOptimizer", "from_torch_state_dict", "to_torch_state_dict"]
 
 # session settings a plain torch state dict knows nothing about: keep the session's
 _CARRIED = (

@@ -1,0 +1,62 @@
+/**
+ * Compressed gradients (DESIGN.md §3, "Compressed tensors"), bit-identical to the Python
+ * and Go SDKs (testdata/wire/compress.json).
+ *
+ * int8-block: row-major float32 values in blocks of `block`; per block
+ * `scale = float32(absmax / 127)`, `q = roundHalfEven(float32(x / scale))` clamped to
+ * [-127, 127], 0 where the scale is 0. Send `w` as I8 and `w.__scale__` as F32 with
+ * `__metadata__` {"optd.quant": "int8-block", "optd.block": "<block>"}.
+ * (float32 division done in float64 then rounded is correctly rounded: 53 >= 2*24 + 2.)
+ */
+import { toBF16Bits } from "./tensors.js";
+export const INT8_BLOCK_METADATA = { "optd.quant": "int8-block" };
+export const SCALE_SUFFIX = ".__scale__";
+/** bfloat16 bit patterns of `values` (rounded to float32, then to nearest even). */
+export function bfloat16Bits(values) {
+    const out = new Uint16Array(values.length);
+    for (let i = 0; i < values.length; i++)
+        out[i] = toBF16Bits(values[i]);
+    return out;
+}
+function roundHalfEven(v) {
+    const r = Math.round(v); // halves go up
+    return r - v === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+/** Quantize float values (flat, row-major) to int8 blocks with one float32 scale each. */
+export function int8Block(values, block = 256) {
+    if (!(Number.isInteger(block) && block >= 1 && block <= 1 << 20)) {
+        throw new RangeError(`block must be 1 to 2**20, got ${block}`);
+    }
+    const n = values.length;
+    const x = Float32Array.from(values);
+    const blocks = Math.ceil(n / block);
+    const q = new Int8Array(n);
+    const scale = new Float32Array(blocks);
+    for (let b = 0; b < blocks; b++) {
+        const end = Math.min(n, (b + 1) * block);
+        let absmax = 0;
+        for (let i = b * block; i < end; i++) {
+            const v = x[i];
+            if (!Number.isFinite(v))
+                throw new RangeError("cannot quantize non-finite values");
+            absmax = Math.max(absmax, Math.abs(v));
+        }
+        const s = Math.fround(absmax / 127);
+        scale[b] = s;
+        if (s === 0)
+            continue;
+        for (let i = b * block; i < end; i++) {
+            const r = roundHalfEven(Math.fround(x[i] / s));
+            q[i] = Math.max(-127, Math.min(127, r));
+        }
+    }
+    return { q, scale };
+}
+/** What the server computes from (q, scale): float32 `q[i] * scale[i / block]`. */
+export function dequantizeInt8Block(q, scale, block = 256) {
+    const out = new Float32Array(q.length);
+    for (let i = 0; i < q.length; i++)
+        out[i] = Math.fround(q[i] * scale[Math.floor(i / block)]);
+    return out;
+}
+//# sourceMappingURL=compress.js.map
