@@ -92,7 +92,11 @@ def test_put_params_keeps_state(client: TestClient) -> None:
 def test_params_subset_safetensors_and_etag(client: TestClient) -> None:
     sid = create(client, P)
     r = client.get(f"/v1/sessions/{sid}/params?names=b", headers={"accept": ST})
-    assert r.status_code == 200 and r.headers["ETag"] == '"0"' and r.headers["Vary"] == "Accept"
+    assert (
+        r.status_code == 200
+        and r.headers["ETag"] == '"0"'
+        and r.headers["Vary"] == "Accept, Optd-Response-Dtype"
+    )
     assert set(st_load(r.content)) == {"b"}
     assert_problem(client.get(f"/v1/sessions/{sid}/params?names=zzz"), 422, "invalid-tensor")
     assert_problem(client.get(f"/v1/sessions/{sid}/params", headers={"accept": "text/csv"}), 406)

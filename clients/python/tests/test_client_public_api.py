@@ -35,7 +35,7 @@ def test_torch_module_all() -> None:
     pytest.importorskip("torch")
     module = importlib.import_module("optd_client.torch")
     assert set(module.__all__) == {
-        "RemoteOptimizer", "from_torch_state_dict", "to_torch_state_dict",
+        "DiLoCo", "RemoteOptimizer", "from_torch_state_dict", "to_torch_state_dict",
     }  # fmt: skip
     for name in module.__all__:
         assert callable(getattr(module, name))
