@@ -152,7 +152,11 @@ class LocalCluster:
             node.cleanup()
 
     def __enter__(self) -> LocalCluster:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # no node (or its open log file) outlives a failed start
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -52,6 +52,10 @@ def redis_server_binary() -> str:
     return path
 
 
+class _PortTaken(Exception):
+    pass
+
+
 class RedisProc:
     def __init__(
         self,
@@ -64,6 +68,7 @@ class RedisProc:
         node_timeout_ms: int = 1000,
         serve_all_slots: bool = True,
     ) -> None:
+        self._own_port = port is None  # a port we chose may be taken before Redis binds it
         self.port = port or free_port(cluster)
         self.node_timeout_ms = node_timeout_ms
         self.serve_all_slots = serve_all_slots  # False: a node of a multi-node cluster
@@ -112,18 +117,41 @@ class RedisProc:
     def start(self, timeout: float = 5.0) -> RedisProc:
         if self.proc is not None and self.proc.poll() is None:
             return self
-        self._log = open(self.dir / "redis.log", "ab")  # closed in _reap()
+        for attempt in range(5):
+            try:
+                return self._start_once(timeout)
+            except _PortTaken:
+                # free_port() only proves the port was free a moment ago: another process
+                # (an outgoing connection's ephemeral port, often) can bind it before Redis
+                # does. A port we chose ourselves is replaced; a caller's port is not.
+                if not self._own_port or attempt == 4:
+                    raise RuntimeError(
+                        f"port {self.port} is in use; see {self.dir / 'redis.log'}"
+                    ) from None
+                self.port = free_port(self.cluster)
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> RedisProc:
+        log_path = self.dir / "redis.log"
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        self._log = open(log_path, "ab")  # closed in _reap()
         self.proc = subprocess.Popen(self._args(), stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited; see {self.dir / 'redis.log'}")
+                self._reap(sig_kill=True)
+                with open(log_path, "rb") as f:
+                    f.seek(offset)
+                    if b"Address already in use" in f.read():
+                        raise _PortTaken
+                raise RuntimeError(f"redis-server exited; see {log_path}")
             if self._ping():
                 break
             if time.monotonic() > deadline:
                 self.kill()
                 raise RuntimeError(f"redis-server did not answer PING within {timeout} s")
             time.sleep(0.02)
+        self._own_port = False  # a restart must come back on the same port
         if self.cluster and self.serve_all_slots:
             self._serve_all_slots(deadline)
         return self
