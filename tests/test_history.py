@@ -4,6 +4,7 @@ rounds leave behind."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ def versions(points: list[bytes]) -> list[int]:
 def test_the_store_caps_downsamples_and_pages(store: SessionStore) -> None:
     run(store.create("h1", b"{}", {"param": np.zeros(2, dtype=np.float32)}, {}))
     for v in range(1, 101):
-        run(store.history_append("h1", v, pt(v), 10))
+        run(store.history_append("h1", v, pt(v), 10, 64))
     page = run(store.history_read("h1", -1, 1000))
     got = versions(page.points)
     assert page.recent_from == 91 and got[-10:] == list(range(91, 101))
@@ -43,7 +44,7 @@ def test_the_store_caps_downsamples_and_pages(store: SessionStore) -> None:
     # the same as the pure algorithm (the Redis store runs it in Lua)
     ref = History()
     for v in range(1, 101):
-        ref.add(v, pt(v), 10)
+        ref.add(v, pt(v), 10, 64)
     assert versions(ref.read(-1, 1000).points) == got and ref.stride == page.stride
     # since pages: exclusive, oldest first, limit respected, through tail then recent
     assert versions(run(store.history_read("h1", 48, 3)).points) == [64, 80, 91]
@@ -54,12 +55,12 @@ def test_the_store_caps_downsamples_and_pages(store: SessionStore) -> None:
 def test_history_goes_with_the_session(store: SessionStore) -> None:
     run(store.create("h2", b"{}", {"param": np.zeros(2, dtype=np.float32)}, {}))
     for v in range(1, 30):
-        run(store.history_append("h2", v, pt(v), 8))
+        run(store.history_append("h2", v, pt(v), 8, 64))
     if isinstance(store, RedisStore):
         assert run(store.client.exists("optd:{h2}:hist", "optd:{h2}:hist:tail")) == 2
     assert run(store.delete("h2"))
     assert run(store.history_read("h2", -1, 100)).points == []
-    run(store.history_append("h2", 30, pt(30), 8))  # a step racing the delete: no orphan
+    run(store.history_append("h2", 30, pt(30), 8, 64))  # a step racing the delete: no orphan
     assert run(store.history_read("h2", -1, 100)).points == []
     if isinstance(store, RedisStore):
 
@@ -67,6 +68,48 @@ def test_history_goes_with_the_session(store: SessionStore) -> None:
             return [k async for k in store.client.scan_iter("optd:{h2}:*")]
 
         assert run(left()) == []
+
+
+def test_the_store_counts_the_bytes_history_holds(store: SessionStore) -> None:
+    """The charge is the high-water mark of the points' bytes (each copy), in whole blocks,
+    returned as it grows; Redis (Lua) and the pure algorithm agree to the byte."""
+    run(store.create("h3", b"{}", {"param": np.zeros(2, dtype=np.float32)}, {}))
+    ref, total = History(), 0
+    for v in range(1, 200):
+        due = run(store.history_append("h3", v, pt(v), 10, 64))
+        assert due == ref.add(v, pt(v), 10, 64) and due % 64 == 0
+        total += due
+        assert ref.charged == total >= ref.nbytes
+    assert run(store.history_charged("h3")) == total > 0
+    # what it holds now: the last 10 points and the tail's, each point's bytes once a copy
+    page = run(store.history_read("h3", -1, 1000))
+    recent = [p for p in page.points if orjson.loads(p)["version"] >= (page.recent_from or 0)]
+    tail_versions = range(page.stride, 200, page.stride)
+    assert ref.nbytes == sum(map(len, recent)) + sum(len(pt(v)) for v in tail_versions)
+    assert run(store.history_append("h3", 199, pt(199), 10, 64)) == 0  # the same point again
+    assert run(store.delete("h3")) and run(store.history_charged("h3")) == 0
+    assert run(store.history_append("h3", 200, pt(200), 10, 64)) == 0  # gone: nothing due
+
+
+def test_history_counts_in_the_tenants_quota(
+    make_client: Callable[..., TestClient], tmp_path: Path
+) -> None:
+    """Steps never fail for their history, but it counts against new sessions (a recount
+    includes it too: the refusal stands), and deleting the session gives it back."""
+    from tests.test_auth import A, bearer, keys_file
+
+    client = make_client(api_keys_file=keys_file(tmp_path, {"a": {"max_state_bytes": 6000}}))
+    new = {"params": tensors(P)}  # Adam: 3 slots x 3 x 4 B = 36 B
+    sid = client.post("/v1/sessions", json=new, headers=bearer(A)).json()["id"]
+    grads = {"grads": tensors({"w": np.full(3, 0.1, dtype=np.float32)}), "loss": 0.5}
+    for _ in range(40):  # ~40 points of ~110 B in both sets: > 6000 B, charged in blocks
+        r = client.post(f"/v1/sessions/{sid}/step", json=grads, headers=bearer(A))
+        assert r.status_code == 200, r.text
+    assert_problem(client.post("/v1/sessions", json=new, headers=bearer(A)), 429, "rate-limited")
+    time.sleep(1.1)  # past the recount interval: the recount counts the history as well
+    assert_problem(client.post("/v1/sessions", json=new, headers=bearer(A)), 429, "rate-limited")
+    assert client.delete(f"/v1/sessions/{sid}", headers=bearer(A)).status_code == 204
+    assert client.post("/v1/sessions", json=new, headers=bearer(A)).status_code == 201
 
 
 def step(client: TestClient, sid: str, loss: float | None, **kw: Any) -> Any:

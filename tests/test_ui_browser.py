@@ -282,7 +282,7 @@ def test_first_render_with_1000_sessions_and_a_100k_step_history(
         for v in range(1, 100_001):
             p = {"version": v, "t": 1.7e9 + v * 0.01, "loss": 3.0 / (1 + v / 1000)}
             p |= {"lr": 1e-3, "grad_norm": 1.0, "staleness": 0, "worker": f"w{v % 8}"}
-            await server.store.history_append(big, v, orjson.dumps(p), 10_000)
+            await server.store.history_append(big, v, orjson.dumps(p), 10_000, 4096)
 
     filler = threading.Thread(target=asyncio.run, args=(fill(),))  # Playwright owns this loop
     filler.start()

@@ -6,6 +6,12 @@ inside the commit script): history is an observation of the training, not part o
 state, so a point lost to a crash between the commit and the append costs a dot on a
 chart, never a step. A failed append is logged and the step is still answered: it is
 already applied and durable.
+
+History counts in the tenant's `max_state_bytes` (DESIGN §8): the store keeps the bytes
+a session's points hold and charges their high-water mark in blocks of `CHARGE_BLOCK`,
+after the point is kept. The charge never refuses: a training run is not stopped by its
+own chart, but its history counts against creating and growing sessions, and it goes
+back when the session is deleted.
 """
 
 from __future__ import annotations
@@ -17,10 +23,12 @@ from typing import Any
 import orjson
 
 from app.core.auth import Caller
+from app.engine import quotas
 from app.engine.txn import Transactions
 
 log = logging.getLogger("optd.history")
 MAX_LIMIT = 20_000  # a page: the recent window and the tail together fit in one
+CHARGE_BLOCK = 4096  # ~15 steps' points: one quota update per block, not per step
 
 
 def point(
@@ -44,12 +52,16 @@ class History:
     def __init__(self, txn: Transactions) -> None:
         self.txn = txn
 
-    async def record(self, sid: str, p: dict[str, Any]) -> None:
+    async def record(self, sid: str, p: dict[str, Any], tenant: str | None) -> None:
         cap = self.txn.settings.history_points
         if cap <= 0:
             return
         try:
-            await self.txn.store.history_append(sid, int(p["version"]), orjson.dumps(p), cap)
+            due = await self.txn.store.history_append(
+                sid, int(p["version"]), orjson.dumps(p), cap, CHARGE_BLOCK
+            )
+            if due > 0:  # never refused (no limits passed): see the module's docstring
+                await quotas.charge(self.txn, Caller(None), tenant, 0, due)
         except Exception as exc:  # noqa: BLE001 - the step is applied; say so and go on
             log.warning("history point %s of session %s not kept: %s", p["version"], sid, exc)
 

@@ -9,6 +9,9 @@ between the two leaves the counter too high, never too low: a tenant can never h
 than its quota. A write body that runs again after a lost compare-and-set recomputes its
 charge from the state it now sees (`Charge.set` refunds the previous attempt's first).
 
+A session's history (engine/history.py) is charged as it grows, in blocks, without a
+limit check, and given back with the session; a recount adds each session's charge.
+
 Sessions that expire (TTL) are not subtracted when they go (nothing tells the API when
 Redis expires a key, and counting on keyspace notifications would lose events). Instead
 the counters are recounted from the live sessions when they would refuse an increase:
@@ -21,6 +24,7 @@ recounts a tenant at most once per `RECOUNT_EVERY_S`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import weakref
 from collections.abc import Awaitable
@@ -80,9 +84,10 @@ async def recount(txn: Transactions, tenant: str) -> bool:
     cursor: str | None = None
     while True:
         page, cursor = await txn.store.list(cursor, 1000, {TENANT_LABEL: tenant})
-        for summary in page:
+        charged = await asyncio.gather(*(txn.store.history_charged(s.id) for s in page))
+        for summary, history in zip(page, charged, strict=True):
             sessions += 1
-            nbytes += state_bytes(SessionMeta.from_bytes(summary.meta))
+            nbytes += state_bytes(SessionMeta.from_bytes(summary.meta)) + history
         if cursor is None:
             break
     return await txn.store.quota_recount(tenant, gen, sessions, nbytes)

@@ -236,7 +236,7 @@ class Rounds:
             out.params = {n: a.copy() for n, a in out.params.items()}
             self._remember(sid, base, out)
             await self.wakeups.announce(sid, base + 1)  # the round's waiters, everywhere
-            await self.history.record(sid, closed)
+            await self.history.record(sid, closed, meta.tenant)
             if base > 0:
                 # keep this round (replays of its workers); the one before is no longer needed
                 await txn.store.barrier_clear(sid, base - 1)

@@ -111,7 +111,11 @@ def store_labels(meta: SessionMeta) -> dict[str, str]:
 
 async def delete(txn: Transactions, sid: str, caller: Caller) -> None:
     cur = await txn.read(sid, caller, [])  # 404 for another tenant's session
-    if not await release(txn, cur.meta.tenant, state_bytes(cur.meta), txn.store.delete(sid)):
+    tenant = cur.meta.tenant
+    # read before the delete: a point charged in between stays charged (too high, never
+    # too low; a recount settles it)
+    nbytes = state_bytes(cur.meta) + (await txn.store.history_charged(sid) if tenant else 0)
+    if not await release(txn, tenant, nbytes, txn.store.delete(sid)):
         raise NotFound(f"session {sid!r} does not exist")
     txn.metrics.sessions_deleted.inc()
 

@@ -47,8 +47,10 @@ class Steps:
     ) -> StepOutcome | Loaded:
         """Apply one step; a sync-mode session comes back as it was loaded (`Loaded`)."""
         txn, metrics = self.txn, self.txn.metrics
+        tenant: list[str | None] = [None]  # the session's (an admin may step for a tenant)
 
         async def body(cur: Loaded) -> Commit[StepOutcome | Loaded] | Skip[StepOutcome | Loaded]:
+            tenant[0] = cur.meta.tenant
             if cur.meta.options.mode == "sync":
                 return Skip(cur)
             return await self._compute(sid, cur, req, claim)
@@ -78,7 +80,7 @@ class Steps:
                 staleness=out.staleness,
                 worker=req.worker,
             )
-            await self.history.record(sid, p)
+            await self.history.record(sid, p, tenant[0])
         return out
 
     async def _compute(

@@ -267,10 +267,17 @@ class Coordination(Protocol):
 
     # --- history (issue #19; `store/history.py`) ---
 
-    async def history_append(self, sid: str, version: int, point: bytes, cap: int) -> None:
+    async def history_append(
+        self, sid: str, version: int, point: bytes, cap: int, block: int
+    ) -> int:
         """Keep `point` (engine-defined bytes) as the session's history at `version`: the
         last `cap` points, plus a tail downsampled to at most `cap`. Nothing happens for a
-        session that does not exist; the history goes with the session (delete, TTL)."""
+        session that does not exist; the history goes with the session (delete, TTL).
+        Returns the bytes to charge the session's tenant now: the growth, in whole
+        `block`s, of the history's charge (a high-water mark of the bytes it holds)."""
+
+    async def history_charged(self, sid: str) -> int:
+        """What the session's history was charged so far (0 for no history)."""
 
     async def history_read(self, sid: str, since: int, limit: int) -> HistoryPage:
         """At most `limit` points with a version above `since`, oldest first: the tail's

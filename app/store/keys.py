@@ -28,6 +28,8 @@ Layout (the `{...}` part is the Redis Cluster hash tag):
                                                points (JSON), full resolution
     optd:{<sid>}:hist:tail                     sorted set: every <stride>-th point, whole run
     optd:{<sid>}:hist:stride                   string: the tail's stride (store/history.py)
+    optd:{<sid>}:hist:acct                     hash: bytes (the points held, each copy),
+                                               charged (to the tenant's max_state_bytes)
     optd:index:{<shard>}                       sorted set, score 0, members = sids
     optd:tenant:{<tenant>}:usage               hash: sessions, bytes (quota counters), gen,
                                                pending, pending_at (for recounts)
@@ -126,10 +128,11 @@ def members_key(sid: str) -> str:
     return session_prefix(sid) + "members"
 
 
-def history_keys(sid: str) -> tuple[str, str, str]:
-    """The recent points, the downsampled tail and its stride (`store/history.py`)."""
+def history_keys(sid: str) -> tuple[str, str, str, str]:
+    """The recent points, the downsampled tail, its stride, and the bytes held and
+    charged (`store/history.py`)."""
     p = session_prefix(sid)
-    return p + "hist", p + "hist:tail", p + "hist:stride"
+    return p + "hist", p + "hist:tail", p + "hist:stride", p + "hist:acct"
 
 
 INFLIGHT = b"inflight:"

@@ -296,10 +296,15 @@ class MemoryStore(MemoryIdempotency, MemoryTenants):
             for w, m in self._get(sid).members.items()
         }
 
-    async def history_append(self, sid: str, version: int, point: bytes, cap: int) -> None:
+    async def history_append(
+        self, sid: str, version: int, point: bytes, cap: int, block: int
+    ) -> int:
+        sess = self._sessions.get(sid)  # a session deleted meanwhile keeps no history
+        return sess.history.add(version, bytes(point), cap, block) if sess is not None else 0
+
+    async def history_charged(self, sid: str) -> int:
         sess = self._sessions.get(sid)
-        if sess is not None:  # a session deleted meanwhile keeps no history
-            sess.history.add(version, bytes(point), cap)
+        return sess.history.charged if sess is not None else 0
 
     async def history_read(self, sid: str, since: int, limit: int) -> HistoryPage:
         sess = self._sessions.get(sid)
