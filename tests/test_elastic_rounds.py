@@ -5,11 +5,13 @@ embedded store, a private Redis and a Redis Cluster (the `client` fixture)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from fastapi.testclient import TestClient
 
+from app.core.config import Settings
 from tests.fixtures_api import assert_problem, create, decode
 
 
@@ -177,3 +179,29 @@ def test_a_refused_round_is_discarded_not_stuck(client: TestClient) -> None:
     assert r.status_code == 200, r.text
     assert r.json()["version"] == 1 and r.json()["contributors"] == ["c", "d"]
     np.testing.assert_array_equal(params(client, sid), np.asarray([-20.0, -30.0], np.float32))
+
+
+def test_a_process_whose_view_is_behind_still_joins_the_right_round(
+    make_client: Callable[..., TestClient], settings: Settings
+) -> None:
+    """A contribution starts from this process's own view of the session (no store read);
+    when another process closed rounds meanwhile, the store's add refuses the old round
+    and the contribution goes to the current one, or is a replay, or is too late. On the
+    embedded store both "processes" are one app (its view is never behind)."""
+    a = make_client()
+    b = a if settings.redis_url is None else make_client()
+    sid = sync_session(a, workers=2)
+    assert step(a, sid, "w1", [1.0, 0.0]).status_code == 202  # a's view: version 0
+    r = step(b, sid, "w2", [3.0, 0.0])
+    assert r.status_code == 200 and r.json()["version"] == 1  # closed in b
+    # w1 again through a, no base version: a's view (0) is behind; the store says 1
+    r = step(a, sid, "w1", [0.0, 2.0])
+    assert r.status_code == 202 and r.json()["barrier"]["version"] == 1, r.text
+    # w2 repeating its round-0 request through a: a replay of that round's answer
+    r = step(a, sid, "w2", [3.0, 0.0], base_version=0)
+    assert r.status_code == 200 and r.json()["version"] == 1, r.text
+    # a worker that was not in round 0 is too late for it
+    assert_problem(step(a, sid, "w3", [5.0, 5.0], base_version=0), 409, "stale-gradient")
+    r = step(a, sid, "w2", [0.0, 4.0], base_version=1)
+    assert r.status_code == 200 and r.json()["contributors"] == ["w1", "w2"], r.text
+    np.testing.assert_array_equal(params(b, sid), [-2.0, -3.0])  # sgd lr 1: -(2) - (3)

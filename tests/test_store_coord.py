@@ -129,11 +129,23 @@ def test_barrier_counts_distinct_workers(store: SessionStore) -> None:
     assert run(store.barrier_add("s1", 0, "w1", b"g1", 60)) == (1, True)
     assert run(store.barrier_add("s1", 0, "w1", b"other", 60)) == (1, False)
     assert run(store.barrier_add("s1", 0, "w2", b"g2", 60)) == (2, True)
-    assert run(store.barrier_add("s1", 1, "w1", b"next", 60)) == (1, True)
     assert run(store.barrier_get("s1", 0)) == {"w1": b"g1", "w2": b"g2"}
+    with pytest.raises(Conflict) as exc:  # no round on a version the session is not at
+        run(store.barrier_add("s1", 1, "w1", b"next", 60))
+    assert exc.value.extra["current_version"] == 0
+    got = run(store.load("s1", take=True))
+    run(store.commit("s1", got.version, b"m", got.slots))  # the round on 0 closes
+    with pytest.raises(Conflict) as exc:  # a late gradient never joins a closed round
+        run(store.barrier_add("s1", 0, "w3", b"g3", 60))
+    assert exc.value.extra["current_version"] == 1
+    assert run(store.barrier_get("s1", 0)) == {"w1": b"g1", "w2": b"g2"}
+    assert run(store.barrier_add("s1", 1, "w1", b"next", 60)) == (1, True)
     run(store.barrier_clear("s1", 0))
     assert run(store.barrier_get("s1", 0)) == {}
     assert run(store.barrier_get("s1", 1)) == {"w1": b"next"}
+    assert run(store.delete("s1"))
+    with pytest.raises(NotFound):
+        run(store.barrier_add("s1", 1, "w2", b"g", 60))
 
 
 def test_a_recount_never_runs_across_a_pending_charge(store: SessionStore) -> None:

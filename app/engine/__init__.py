@@ -28,7 +28,7 @@ from app.engine.claims import Claim
 from app.engine.members import Members
 from app.engine.rounds import Rounds
 from app.engine.steps import Steps
-from app.engine.txn import Loaded, Transactions
+from app.engine.txn import Loaded, Transactions, check_if_match
 from app.engine.types import DEFAULT_WAIT_S, BarrierPending, StepOutcome, StepRequest
 from app.engine.wakeups import Wakeups
 from app.metrics import Metrics
@@ -173,6 +173,7 @@ class Engine:
 
     async def delete_session(self, sid: str, caller: Caller) -> None:
         await sessions.delete(self.txn, sid, caller)
+        self._rounds.forget(sid)  # a session recreated under this id starts afresh here
 
     # --- steps ---
 
@@ -195,9 +196,23 @@ class Engine:
                 return await self._steps.replayed(sid, caller, record, fingerprint)
         recorded = False
         try:
+            view = self.txn.peek(sid, caller) if if_match is None else None
+            if view is not None and view.meta.options.mode == "sync":
+                # A contribution needs the meta and the version, not the state: this
+                # process's view of them (no round trip; the store's add checks the
+                # version), or the meta alone from the store when the worker's base
+                # version says the view is behind.
+                if req.base_version is not None and req.base_version != view.version:
+                    view = await self.txn.read(sid, caller, [])
+                if view.meta.options.mode == "sync":
+                    return await self._rounds.contribute(sid, caller, view, req, wait)
             out = await self._steps.apply(sid, caller, req, if_match=if_match, claim=claim)
             if isinstance(out, Loaded):
                 # a sync-mode session: the round decides (waiting happens outside the lock)
+                if out.cached and if_match is not None:
+                    # contribute() corrects a view that is behind, but not its If-Match
+                    out = await self.txn.read(sid, caller, [])
+                    check_if_match(if_match, out.version)
                 return await self._rounds.contribute(sid, caller, out, req, wait)
             recorded = claim is not None
             return out

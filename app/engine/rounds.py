@@ -22,6 +22,7 @@ discarded, so the next contributions start it afresh instead of meeting the same
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from typing import Any
@@ -79,9 +80,10 @@ class Rounds:
         req: StepRequest,
         wait: float,
     ) -> StepOutcome | BarrierPending:
-        """Add the worker's gradient to the round on the session's version (`cur`, loaded
-        by the step that found the session in sync mode, If-Match already checked), close
-        the round if it may close, and wait up to `wait` s for it to close."""
+        """Add the worker's gradient to the round on the session's version (`cur`: loaded
+        by the step that found the session in sync mode, If-Match already checked; or this
+        process's last view of it, `cached`, which the store's version check corrects),
+        close the round if it may close, and wait up to `wait` s for it to close."""
         store, meta = self.txn.store, cur.meta
         if not req.worker:
             raise InvalidBody("sync mode: every step needs a worker id (`worker` / Optd-Worker)")
@@ -102,22 +104,22 @@ class Rounds:
                     errors=[{"loc": f"grads.{spec.name}", "msg": "non-finite value"}],
                 )
         if base < version:
-            # The round on `base` is closed. The same worker asking again is a replay.
-            if base == version - 1:
-                contributed, _ = await store.barrier_workers(sid, base)
-                if req.worker in contributed:
-                    return await self._result(sid, caller, base)
-            raise StaleGradient(
-                f"the sync round on version {base} is closed (the session is at {version}); "
-                "fetch the params and send the gradient for the current version",
-                current_version=version,
-            )
+            return await self._late(sid, caller, req.worker, base, version)
         blob = safetensors.encode(
             {s.name: flat[s.offset : s.offset + s.size] for s in _specs(meta, stepped)},
             None if req.loss is None else {"loss": repr(req.loss)},  # the round's mean loss
         )
         ttl = member_ttl(meta)
-        have, _ = await store.barrier_add(sid, base, req.worker, blob, ttl)  # + member_touch
+        woken = self.wakeups.event(sid)  # before the add: a close after it sets this event
+        try:  # the store adds it only while the session is at `base` (+ member_touch)
+            have, _ = await store.barrier_add(sid, base, req.worker, blob, ttl)
+        except Conflict as exc:
+            if cur.cached:  # this process's view was behind: ask the store, once
+                return await self.contribute(
+                    sid, caller, await self.txn.read(sid, caller, []), req, wait
+                )
+            return await self._late(sid, caller, req.worker, base, exc.extra["current_version"])
+        self._forget_result(sid, base)  # a round on `base` is open: any kept one is older
         elastic = _elastic(meta)
         need = meta.options.workers or 1
         ready = have >= need or (elastic and (await self.status(sid, meta, base)).ready)
@@ -126,10 +128,14 @@ class Rounds:
         deadline = time.monotonic() + min(wait, self.max_wait_s)
         ready_since = time.monotonic() if ready else None
         checked = time.monotonic()
+        # Nothing to read before the first wait: the add saw the round open, and a close
+        # since then has set `woken` (here, or through the listener from elsewhere).
+        waited = False
         while True:
-            woken = self.wakeups.event(sid)  # before the read: a close in between sets it
-            if await self.txn.version(sid) > base:
-                return await self._result(sid, caller, base)
+            if self.wakeups.seen(sid) > base or (waited and await self.txn.version(sid) > base):
+                out = await self._result(sid, caller, base)
+                if out is not None:
+                    return out
             now = time.monotonic()
             if now >= deadline:
                 st = await self.status(sid, meta, base)
@@ -140,8 +146,8 @@ class Rounds:
                     if (await self.status(sid, meta, base)).ready:
                         await self.close(sid, caller, base)  # e.g. the timeout ran out
                         ready_since = now
-                elif not elastic and await store.barrier_count(sid, base) >= need:
-                    ready_since = now
+                elif not elastic and waited and await store.barrier_count(sid, base) >= need:
+                    ready_since = now  # full but open: its closer may have died
             elif now - ready_since > RECOVER_AFTER_S:
                 await self.close(sid, caller, base)
                 ready_since = now
@@ -149,6 +155,7 @@ class Rounds:
             if elastic and ready_since is None:
                 nap = min(nap, checked + STATUS_EVERY_S - now)
             await self.wakeups.wait(woken, nap)
+            woken, waited = self.wakeups.event(sid), True  # the event before the next read
 
     async def maybe_close(self, sid: str, caller: Caller, meta: SessionMeta, version: int) -> None:
         """Close the open round if the quorum allows it now (a heartbeat or a listing
@@ -220,7 +227,11 @@ class Rounds:
             return Commit(meta, state.slots, p)
 
         try:
-            version, closed = await txn.write(sid, caller, body)
+            # optimistic: from this process's last commit when it is at `base` (the
+            # compare-and-set on the version finds out if another process moved on)
+            version, closed = await txn.write(
+                sid, caller, body, optimistic=True, usable=lambda cur: cur.version == base
+            )
         except Problem as exc:
             if exc.status == 422:
                 # the mean itself is refused (e.g. it overflows): drop the round, or every
@@ -235,11 +246,15 @@ class Rounds:
             # update them in place while a slow waiter still encodes this answer
             out.params = {n: a.copy() for n, a in out.params.items()}
             self._remember(sid, base, out)
-            await self.wakeups.announce(sid, base + 1)  # the round's waiters, everywhere
-            await self.history.record(sid, closed, meta.tenant)
-            if base > 0:
-                # keep this round (replays of its workers); the one before is no longer needed
-                await txn.store.barrier_clear(sid, base - 1)
+            # The round's waiters everywhere, its history point, and the round before it
+            # (no longer needed; this one stays for replays of its workers): three round
+            # trips at once, since the closer's answer waits for them (and its worker is
+            # needed for the next round).
+            await asyncio.gather(
+                self.wakeups.announce(sid, base + 1),
+                self.history.record(sid, closed, meta.tenant),
+                txn.store.barrier_clear(sid, base - 1) if base > 0 else asyncio.sleep(0),
+            )
 
     def _remember(self, sid: str, base: int, out: StepOutcome) -> None:
         """Keep a round's result for this process's waiters on it (no store read for them);
@@ -261,11 +276,42 @@ class Rounds:
             out.contributors, out.missing = list(last["contributors"]), list(last["missing"])
         return out
 
-    async def _result(self, sid: str, caller: Caller, base: int) -> StepOutcome:
+    async def _late(
+        self, sid: str, caller: Caller, worker: str, base: int, version: int
+    ) -> StepOutcome:
+        """The round on `base` is closed (the session is at `version`): the same worker
+        asking again is a replay of its answer; anyone else is too late."""
+        if base == version - 1:
+            contributed, _ = await self.txn.store.barrier_workers(sid, base)
+            if worker in contributed:
+                out = await self._result(sid, caller, base)
+                if out is not None:
+                    return out
+        raise StaleGradient(
+            f"the sync round on version {base} is closed (the session is at {version}); "
+            "fetch the params and send the gradient for the current version",
+            current_version=version,
+        )
+
+    def _forget_result(self, sid: str, base: int) -> None:
+        hit = self._closed.get(sid)
+        if hit is not None and hit[0] >= base:  # a deleted incarnation's
+            self._closed.pop(sid, None)
+
+    def forget(self, sid: str) -> None:
+        """The session was deleted here: its kept result and announced version go."""
+        self._closed.pop(sid, None)
+        self.wakeups.forget(sid)
+
+    async def _result(self, sid: str, caller: Caller, base: int) -> StepOutcome | None:
+        """The answer of the round on `base`; None if the session is not past it (the
+        wake-up came from an older incarnation of the session: go on waiting)."""
         hit = self._closed.get(sid)
         if hit is not None and hit[0] == base and hit[1].version == base + 1:
             return hit[1]  # closed here: the caller's visibility was checked by its step
         cur = await self.txn.read(sid, caller, [PARAM])
+        if cur.version <= base:
+            return None
         meta = cur.meta
         out = self._outcome(cur.version, meta, meta.state(cur.slots), base)
         if cur.version == base + 1 and out.contributors is None:

@@ -103,6 +103,8 @@ class Transactions:
         # instead of computing a state that would lose the compare-and-set anyway.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._contended: dict[str, float] = {}  # sid -> until (monotonic)
+        # peek(): the meta last parsed per session (shared and read-only: never mutate it)
+        self._metas: dict[str, tuple[bytes, SessionMeta]] = {}
 
     def lock(self, sid: str) -> asyncio.Lock:
         lock = self._locks.get(sid)
@@ -122,6 +124,22 @@ class Transactions:
         """The session as it is now (copies: the reader may keep them); 404 for a session
         the caller may not see."""
         return await self._load(sid, caller, slots)
+
+    def peek(self, sid: str, caller: Caller) -> Loaded | None:
+        """The session as this process last saw it (version and meta, no slots), without a
+        round trip; it may be behind the store, so only a write that the store checks
+        against the version may act on it. None: nothing known, or not the caller's."""
+        got = self.store.peek(sid)
+        if got is None:
+            return None
+        version, raw = got
+        hit = self._metas.get(sid)
+        if hit is None or hit[0] != raw:
+            if len(self._metas) >= 4096:
+                self._metas.clear()
+            hit = self._metas[sid] = (raw, SessionMeta.from_bytes(raw))
+        meta = hit[1]
+        return Loaded(version, meta, {}, cached=True) if caller.may_see(meta.tenant) else None
 
     async def version(self, sid: str) -> int:
         """Just the version (polls; call `read` once first for the visibility check)."""

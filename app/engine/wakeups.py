@@ -28,6 +28,7 @@ class Wakeups:
     def __init__(self, store: SessionStore) -> None:
         self.store = store
         self._events: dict[str, asyncio.Event] = {}
+        self._seen: dict[str, int] = {}  # the highest version announced per session
         self._listener: asyncio.Task[None] | None = None
 
     def event(self, sid: str) -> asyncio.Event:
@@ -44,8 +45,24 @@ class Wakeups:
             async with asyncio.timeout(max(0.0, timeout)):
                 await ev.wait()
 
+    def seen(self, sid: str) -> int:
+        """The highest version announced for `sid` (-1: none). A hint to skip a read, not
+        proof: an announcement may come from a deleted incarnation of the session, so a
+        waiter confirms it with the result it then reads (or closed itself)."""
+        return self._seen.get(sid, -1)
+
+    def forget(self, sid: str) -> None:
+        self._seen.pop(sid, None)
+
     def notify(self, sid: str, version: int) -> None:
-        """Wake this process's waiters on `sid` (they re-read the version themselves)."""
+        """Wake this process's waiters on `sid` (`version` -1: they re-read it). A version
+        already announced wakes no one (the store echoes this process's own)."""
+        if version >= 0:
+            if version <= self._seen.get(sid, -1):
+                return
+            if len(self._seen) >= 10_000:
+                self._seen.clear()
+            self._seen[sid] = version
         ev = self._events.pop(sid, None)
         if ev is not None:
             ev.set()

@@ -155,6 +155,10 @@ class StateStore(Protocol):
         compare-and-sets may take the state this process committed last without asking the
         store (no round trip; the result says `cached`, and the lock is not taken)."""
 
+    def peek(self, sid: str) -> tuple[int, bytes] | None:
+        """The (version, meta) this process last saw of the session, without a round trip
+        and without taking anything; it may be behind the store. None: nothing known."""
+
     async def commit(
         self,
         sid: str,
@@ -235,7 +239,10 @@ class Coordination(Protocol):
         """Add a worker's gradient to the sync round on top of `version` unless that worker
         already sent one, and record the worker as heard from now (as `member_touch`, with
         `contributed=version` when it was new), atomically. Returns (distinct workers in
-        the round, whether this one was new)."""
+        the round, whether this one was new). `Conflict` (with `current_version`) and
+        nothing written when the session is no longer at `version`: that round is closed,
+        and a gradient added to it now would be answered as if it had counted; `NotFound`
+        when the session is gone."""
 
     async def barrier_get(self, sid: str, version: int) -> dict[str, bytes]: ...
 

@@ -135,6 +135,10 @@ class MemoryStore(MemoryIdempotency, MemoryTenants):
         )
         bisect.insort(self._order, sid)
 
+    def peek(self, sid: str) -> tuple[int, bytes] | None:
+        sess = self._sessions.get(sid)  # one process: what it holds is the truth
+        return None if sess is None else (sess.version, sess.meta)
+
     async def load(
         self,
         sid: str,
@@ -239,6 +243,11 @@ class MemoryStore(MemoryIdempotency, MemoryTenants):
         self, sid: str, version: int, worker: str, blob: bytes, ttl_s: int
     ) -> tuple[int, bool]:
         sess = self._get(sid)
+        if sess.version != version:
+            raise Conflict(
+                f"session {sid} is at version {sess.version}, not {version}",
+                current_version=sess.version,
+            )
         round_ = sess.barriers.setdefault(version, {})
         sess.opened.setdefault(version, time.time())
         added = worker not in round_

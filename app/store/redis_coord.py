@@ -8,7 +8,7 @@ import secrets
 import time
 from typing import Any
 
-from app.problems import NotFound
+from app.problems import Conflict, NotFound
 from app.store import keys
 from app.store.base import IdempotencyRecord, Member, refuse_in_flight
 from app.store.redis_conn import RedisConn
@@ -79,9 +79,17 @@ class RedisCoordination(RedisConn):
     async def barrier_add(
         self, sid: str, version: int, worker: str, blob: bytes, ttl_s: int
     ) -> tuple[int, bool]:
-        keys_ = [keys.barrier_key(sid, version), keys.rounds_key(sid), keys.members_key(sid)]
+        keys_ = [keys.barrier_key(sid, version), keys.rounds_key(sid), keys.members_key(sid),
+                 keys.meta_key(sid)]  # fmt: skip
         args = [worker, blob, ttl_s, str(version), repr(time.time())]
         count, added = await self._run("barrier_add", keys_, args)
+        if count == -2:
+            raise NotFound(f"session {sid} not found")
+        if count == -1:  # `added` is the session's version: the round on `version` closed
+            raise Conflict(
+                f"session {sid} is at version {added}, not {version}",
+                current_version=int(added),
+            )
         return int(count), bool(added)
 
     async def barrier_get(self, sid: str, version: int) -> dict[str, bytes]:

@@ -50,6 +50,10 @@ class RedisReads(RedisStepLog):
         names = None if slots is None else [keys.check_slot(s) for s in slots]
         return await self._load_remote(sid, names, take, lock)
 
+    def peek(self, sid: str) -> tuple[int, bytes] | None:
+        ent = self._cache.get(sid)
+        return None if ent is None or ent.meta is None else (ent.version, ent.meta)
+
     def _take_cached(self, sid: str) -> StoredSession | None:
         """The state this process committed last, without a round trip: the commit's
         compare-and-set finds out if anyone moved on since (then the engine loads for
@@ -134,7 +138,8 @@ class RedisReads(RedisStepLog):
                 # (if a step took the entry while we waited, its arrays are being mutated:
                 # never put them back)
                 keep = {**ent.arrays, **got} if hit and ent is not None else got
-                meta = h[b"meta"] if names is None else None  # the whole state?
+                # the whole state? (a partial read of the version cached keeps it whole)
+                meta = h[b"meta"] if names is None else ent.meta if hit and ent else None
                 self._cache.put(sid, Entry(version, inc, keep, bool(log), meta))
             out = {
                 n: (owned_array(held[n]) if take else held[n]) if n in held else fresh(got[n])
