@@ -49,6 +49,8 @@ python -m pytest "$@"
 
 step "benchmark smoke run (python -m bench --quick: every system answers correctly)"
 python -m bench --quick
+step "sync rounds smoke run (python -m bench.rounds --quick)"
+python -m bench.rounds --quick
 
 # The SDKs in other languages start this interpreter's `optd serve` in their tests.
 export OPTD_PYTHON="$(command -v python)"
