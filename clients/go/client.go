@@ -100,19 +100,25 @@ func (c *Client) tensorType() string {
 
 // CreateRequest configures a new session; fields are the server's (DESIGN.md §3).
 type CreateRequest struct {
-	Optimizer    string            `json:"optimizer"`
-	Params       Tensors           `json:"-"`
-	DType        string            `json:"dtype,omitempty"` // "float32" (default) or "float64"
-	Schedule     map[string]any    `json:"schedule,omitempty"`
-	MaxGradNorm  *float64          `json:"max_grad_norm,omitempty"`
-	CheckFinite  *bool             `json:"check_finite,omitempty"`
-	Groups       []map[string]any  `json:"groups,omitempty"`
-	Mode         string            `json:"mode,omitempty"` // "async" (default) or "sync"
-	Workers      int               `json:"workers,omitempty"`
-	MaxStaleness *int              `json:"max_staleness,omitempty"`
-	StalenessLR  string            `json:"staleness_lr,omitempty"`
-	Labels       map[string]string `json:"labels,omitempty"`
-	TTLSeconds   *int              `json:"ttl_s,omitempty"`
+	Optimizer   string           `json:"optimizer"`
+	Params      Tensors          `json:"-"`
+	DType       string           `json:"dtype,omitempty"` // "float32" (default) or "float64"
+	Schedule    map[string]any   `json:"schedule,omitempty"`
+	MaxGradNorm *float64         `json:"max_grad_norm,omitempty"`
+	CheckFinite *bool            `json:"check_finite,omitempty"`
+	Groups      []map[string]any `json:"groups,omitempty"`
+	Mode        string           `json:"mode,omitempty"` // "async" (default) or "sync"
+	Workers     int              `json:"workers,omitempty"`
+	// Elastic rounds (sync mode): close with MinWorkers once every live member (one
+	// heard from within WorkerLeaseS seconds) has contributed, or RoundTimeoutS after
+	// the round's first contribution.
+	MinWorkers    int               `json:"min_workers,omitempty"`
+	RoundTimeoutS *float64          `json:"round_timeout_s,omitempty"`
+	WorkerLeaseS  *float64          `json:"worker_lease_s,omitempty"`
+	MaxStaleness  *int              `json:"max_staleness,omitempty"`
+	StalenessLR   string            `json:"staleness_lr,omitempty"`
+	Labels        map[string]string `json:"labels,omitempty"`
+	TTLSeconds    *int              `json:"ttl_s,omitempty"`
 	// Hyperparams by torch name: lr, betas, weight_decay, amsgrad, ...
 	Hyperparams map[string]any `json:"hyperparams,omitempty"`
 }

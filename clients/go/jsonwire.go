@@ -57,6 +57,9 @@ func jsonBody(fields map[string]any, key string, tensors Tensors) ([]byte, error
 		if err := t.check(name); err != nil {
 			return nil, err
 		}
+		if t.WireDType() == I8 {
+			return nil, fmt.Errorf("optd: tensor %q: I8 travels as safetensors only", name)
+		}
 		if i > 0 {
 			b.WriteByte(',')
 		}

@@ -19,7 +19,11 @@ type Patch struct {
 	StalenessLR  string            `json:"staleness_lr,omitempty"`
 	Labels       map[string]string `json:"labels,omitempty"`
 	TTLSeconds   *int              `json:"ttl_s,omitempty"`
-	IfMatch      *int              `json:"-"`
+	// Elastic rounds (sync mode), see CreateRequest.
+	MinWorkers    *int     `json:"min_workers,omitempty"`
+	RoundTimeoutS *float64 `json:"round_timeout_s,omitempty"`
+	WorkerLeaseS  *float64 `json:"worker_lease_s,omitempty"`
+	IfMatch       *int     `json:"-"`
 }
 
 // Update applies a Patch and returns the new session document.

@@ -76,7 +76,7 @@ func EncodeSafetensors(f Safetensors) ([]byte, error) {
 		if err := quote(&h, name); err != nil {
 			return nil, err
 		}
-		n := t.Len() * itemSize[t.WireDType()]
+		n := t.Len() * encodeSize(t.WireDType())
 		fmt.Fprintf(&h, `:{"dtype":"%s","shape":[%s],"data_offsets":[%d,%d]}`, t.WireDType(), joinInts(t.Shape), offset, offset+n)
 		offset += n
 	}
@@ -151,6 +151,8 @@ func appendData(out []byte, t Tensor) []byte {
 			out = le.AppendUint16(out, F16Bits(float32(v)))
 		case BF16:
 			out = le.AppendUint16(out, BF16Bits(float32(v)))
+		case I8: // int8-block values (compress.go), -127..127
+			out = append(out, byte(int8(v)))
 		}
 	}
 	return out

@@ -40,6 +40,9 @@ type SessionInfo struct {
 	Groups       []map[string]any     `json:"groups"`
 	Mode         string               `json:"mode"`
 	Workers      *int                 `json:"workers"`
+	MinWorkers   *int                 `json:"min_workers"`
+	RoundTimeout *float64             `json:"round_timeout_s"`
+	WorkerLease  *float64             `json:"worker_lease_s"`
 	MaxStaleness *int                 `json:"max_staleness"`
 	StalenessLR  string               `json:"staleness_lr"`
 	Labels       map[string]string    `json:"labels"`
@@ -70,6 +73,14 @@ type StepOptions struct {
 	OnlyUpdated    bool           // return only the stepped parameters
 	IfMatch        *int           // apply only at this version, else 412
 	IdempotencyKey string         // default: a fresh UUID per call, reused by its retries
+	// GradDType is how the gradients travel: GradFloat32 ("" too), GradBFloat16
+	// (rounded to nearest even) or GradInt8 (int8-block in blocks of Block values,
+	// default DefaultBlock; safetensors only). DESIGN.md §3, compressed tensors.
+	GradDType string
+	Block     int
+	// ParamsDType ParamsBFloat16 asks for the parameters rounded to bfloat16
+	// (Optd-Response-Dtype); they decode to float32 with DType BF16.
+	ParamsDType string
 }
 
 // Barrier is the status of a sync round that was not complete in time (HTTP 202).
@@ -147,7 +158,10 @@ func (s *Session) Step(ctx context.Context, grads Tensors, opts StepOptions) (*S
 			fields["worker"] = worker // header values are Latin-1; metadata carries any string
 		}
 	}
-	body, err := c.tensorBody(grads, "grads", fields)
+	if opts.ParamsDType != "" && opts.ParamsDType != ParamsFloat32 {
+		header["Optd-Response-Dtype"] = opts.ParamsDType
+	}
+	body, err := c.gradBody(grads, fields, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +183,7 @@ func (s *Session) Step(ctx context.Context, grads Tensors, opts StepOptions) (*S
 		if err := json.Unmarshal(r.body, &doc); err != nil {
 			return nil, err
 		}
-		return s.awaitBarrier(ctx, doc.Barrier)
+		return s.awaitBarrier(ctx, doc.Barrier, opts.ParamsDType)
 	}
 	f, params, err := parseTensors(r, "params")
 	if err != nil {
@@ -188,11 +202,11 @@ func (s *Session) Step(ctx context.Context, grads Tensors, opts StepOptions) (*S
 }
 
 // awaitBarrier long-polls for version+1 after a sync step answered 202.
-func (s *Session) awaitBarrier(ctx context.Context, b Barrier) (*StepResult, error) {
+func (s *Session) awaitBarrier(ctx context.Context, b Barrier, dtype string) (*StepResult, error) {
 	target := b.Version + 1
 	deadline := time.Now().Add(s.client.barrierTimeout)
 	for {
-		p, err := s.Params(ctx, ParamsOptions{MinVersion: &target, Wait: &s.client.pollWait})
+		p, err := s.Params(ctx, ParamsOptions{MinVersion: &target, Wait: &s.client.pollWait, ParamsDType: dtype})
 		if err != nil {
 			return nil, err
 		}
@@ -215,6 +229,10 @@ type ParamsOptions struct {
 	Names      []string
 	MinVersion *int
 	Wait       *time.Duration
+	// ParamsDType ParamsBFloat16 asks for the values rounded to bfloat16.
+	ParamsDType string
+	// Worker, when set, renews this worker's lease in a sync session (Optd-Worker).
+	Worker string
 }
 
 // ParamsResult is the parameters at a version.
@@ -238,7 +256,14 @@ func (s *Session) Params(ctx context.Context, opts ParamsOptions) (*ParamsResult
 		wait = *opts.Wait
 	}
 	c := s.client
-	r, err := c.send(ctx, request{method: "GET", path: s.path("/params"), query: q, accept: c.tensorType(), wait: wait})
+	header := map[string]string{}
+	if opts.ParamsDType != "" && opts.ParamsDType != ParamsFloat32 {
+		header["Optd-Response-Dtype"] = opts.ParamsDType
+	}
+	if opts.Worker != "" && printableASCII(opts.Worker) {
+		header["Optd-Worker"] = opts.Worker
+	}
+	r, err := c.send(ctx, request{method: "GET", path: s.path("/params"), query: q, accept: c.tensorType(), header: header, wait: wait})
 	if err != nil {
 		return nil, err
 	}

@@ -105,7 +105,7 @@ func (t Tensor) check(name string) error {
 	if n != t.Len() {
 		return fmt.Errorf("optd: tensor %q: shape %v needs %d values, got %d", name, t.Shape, n, t.Len())
 	}
-	if _, ok := itemSize[t.WireDType()]; !ok {
+	if encodeSize(t.WireDType()) == 0 {
 		return fmt.Errorf("optd: tensor %q: dtype %q is not F16, BF16, F32 or F64", name, t.DType)
 	}
 	return nil

@@ -8,6 +8,7 @@
  * `__metadata__` {"optd.quant": "int8-block", "optd.block": "<block>"}.
  * (float32 division done in float64 then rounded is correctly rounded: 53 >= 2*24 + 2.)
  */
+import { type Tensors } from "./tensors.js";
 export declare const INT8_BLOCK_METADATA: {
     readonly "optd.quant": "int8-block";
 };
@@ -21,3 +22,15 @@ export declare function int8Block(values: ArrayLike<number>, block?: number): {
 };
 /** What the server computes from (q, scale): float32 `q[i] * scale[i / block]`. */
 export declare function dequantizeInt8Block(q: Int8Array, scale: Float32Array, block?: number): Float32Array;
+/** How gradients travel (`StepOptions.gradDtype`). */
+export type GradDtype = "float32" | "bfloat16" | "int8";
+/** The parameters' dtype in answers (`Optd-Response-Dtype`). */
+export type ParamsDtype = "float32" | "bfloat16";
+/** @internal Gradients rounded to bfloat16 (values and wire dtype BF16, also in JSON). */
+export declare function bfloat16Tensors(grads: Tensors): Tensors;
+/**
+ * A safetensors step body of int8-block gradients: every `w` as I8 plus `w.__scale__`
+ * as F32 (the scales first, as the Python SDK writes them), `__metadata__` = `metadata`
+ * then `optd.quant` and `optd.block`.
+ */
+export declare function encodeInt8Block(grads: Tensors, metadata?: Record<string, string>, block?: number): Uint8Array;

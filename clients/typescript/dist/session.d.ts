@@ -1,7 +1,7 @@
 /** `Session`: one optimizer session on the server. */
 import type { OptdClient } from "./client.js";
 import { type TensorInputs } from "./tensors.js";
-import type { Checkpoint, ParamsOptions, ParamsResult, SessionInfo, SessionOptions, StepOptions, StepResult } from "./types.js";
+import type { Checkpoint, JoinResult, ParamsOptions, ParamsResult, SessionInfo, SessionOptions, StepOptions, StepResult, WorkersInfo } from "./types.js";
 export declare class Session {
     private readonly client;
     readonly id: string;
@@ -38,6 +38,14 @@ export declare class Session {
     }): Promise<number>;
     /** Config, version, step counts, parameter shapes, current lr, last loss. */
     info(): Promise<SessionInfo>;
+    private workerPath;
+    /** Join this sync session's workers, or renew the lease (a heartbeat); `worker`
+     * defaults to `this.worker`. Answers the version to compute on and the open round. */
+    join(worker?: string): Promise<JoinResult>;
+    /** Leave the session's workers now: rounds stop waiting for this worker. */
+    leave(worker?: string): Promise<void>;
+    /** Members (live, last seen, rounds) and the open round's have/need/closes_in_s. */
+    workers(): Promise<WorkersInfo>;
     delete(): Promise<void>;
 }
 /** `{param name: tensor}` of one slot (`param`, `exp_avg`, ...) of a checkpoint. */

@@ -19,12 +19,18 @@ const CREATE_KEYS = new Set([
   "groups",
   "mode",
   "workers",
+  "min_workers",
+  "round_timeout_s",
+  "worker_lease_s",
   "max_staleness",
   "staleness_lr",
   "labels",
   "ttl_s",
 ]);
 export const PATCH_KEYS = new Set([
+  "min_workers",
+  "round_timeout_s",
+  "worker_lease_s",
   "schedule",
   "max_grad_norm",
   "check_finite",

@@ -20,6 +20,15 @@ export {
   toBF16Bits,
   toF16Bits,
 } from "./tensors.js";
-export { INT8_BLOCK_METADATA, SCALE_SUFFIX, bfloat16Bits, dequantizeInt8Block, int8Block } from "./compress.js";
+export {
+  type GradDtype,
+  type ParamsDtype,
+  INT8_BLOCK_METADATA,
+  SCALE_SUFFIX,
+  bfloat16Bits,
+  dequantizeInt8Block,
+  encodeInt8Block,
+  int8Block,
+} from "./compress.js";
 export * from "./errors.js";
 export type * from "./types.js";

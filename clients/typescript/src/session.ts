@@ -2,18 +2,21 @@
 
 import type { OptdClient } from "./client.js";
 import { PATCH_KEYS, newKey, splitOptions } from "./client.js";
+import { bfloat16Tensors, encodeInt8Block } from "./compress.js";
 import { BarrierTimeoutError } from "./errors.js";
 import { sleep } from "./http.js";
 import { type TensorInputs, setOwn, toTensors } from "./tensors.js";
 import type {
   Barrier,
   Checkpoint,
+  JoinResult,
   ParamsOptions,
   ParamsResult,
   SessionInfo,
   SessionOptions,
   StepOptions,
   StepResult,
+  WorkersInfo,
 } from "./types.js";
 
 const num = (v: unknown): number | undefined => (typeof v === "number" ? v : undefined);
@@ -40,12 +43,14 @@ export class Session {
   /** Apply gradients (all parameters or a subset); resolves with the new parameters. */
   async step(grads: TensorInputs, options: StepOptions = {}): Promise<StepResult> {
     const c = this.client;
-    const tensors = toTensors("grads", grads);
+    let tensors = toTensors("grads", grads);
     const worker = options.worker ?? this.worker;
     const headers: Record<string, string> = {
       "idempotency-key": options.idempotencyKey ?? newKey(),
       ...ifMatch(options.ifMatch),
     };
+    if (options.paramsDtype && options.paramsDtype !== "float32")
+      headers["optd-response-dtype"] = options.paramsDtype;
     const fields: Record<string, unknown> = {};
     if (c.wire === "safetensors") {
       if (options.baseVersion !== undefined) headers["optd-base-version"] = String(options.baseVersion);
@@ -59,11 +64,24 @@ export class Session {
       if (worker !== undefined) fields.worker = worker;
       if (options.loss !== undefined) fields.loss = options.loss;
     }
+    let body: Uint8Array | string;
+    if (options.gradDtype === "int8") {
+      if (c.wire !== "safetensors")
+        throw new TypeError("int8 gradients travel as safetensors only (wire: 'safetensors')");
+      const meta: Record<string, string> = {};
+      for (const [k, v] of Object.entries(fields)) meta[k] = typeof v === "string" ? v : JSON.stringify(v);
+      body = encodeInt8Block(tensors, meta, options.block ?? 256);
+    } else {
+      if (options.gradDtype === "bfloat16") tensors = bfloat16Tensors(tensors);
+      else if (options.gradDtype !== undefined && options.gradDtype !== "float32")
+        throw new TypeError(`gradDtype must be float32, bfloat16 or int8, got ${String(options.gradDtype)}`);
+      body = c.tensorBody(tensors, "grads", fields);
+    }
     const reply = await c.http.send({
       method: "POST",
       path: this.path("/step"),
       query: { wait: options.wait, return: options.onlyUpdated ? "updated" : undefined },
-      body: c.tensorBody(tensors, "grads", fields),
+      body,
       contentType: c.tensorType,
       accept: c.tensorType,
       headers,
@@ -72,7 +90,8 @@ export class Session {
     let result: StepResult;
     if (reply.status === 202) {
       const doc = JSON.parse(new TextDecoder().decode(reply.body)) as { barrier?: Barrier };
-      result = await this.awaitBarrier(doc.barrier ?? { version: this.version ?? 0, have: 0, need: 0 });
+      const barrier = doc.barrier ?? { version: this.version ?? 0, have: 0, need: 0 };
+      result = await this.awaitBarrier(barrier, options.paramsDtype);
     } else {
       const { fields: f, tensors: params } = c.parseTensors(reply, "params");
       const etag = Number((reply.headers.get("etag") ?? "").replace(/^W\//, "").replace(/"/g, ""));
@@ -93,11 +112,11 @@ export class Session {
   }
 
   /** A sync step that waited in vain (202): long-poll for the round's version + 1. */
-  private async awaitBarrier(barrier: Barrier): Promise<StepResult> {
+  private async awaitBarrier(barrier: Barrier, paramsDtype?: ParamsOptions["paramsDtype"]): Promise<StepResult> {
     const target = (Number.isSafeInteger(barrier.version) ? barrier.version : (this.version ?? 0)) + 1;
     const deadline = Date.now() + this.client.barrierTimeoutMs;
     for (;;) {
-      const { version, params } = await this.params({ minVersion: target, wait: this.client.pollWaitS });
+      const { version, params } = await this.params({ minVersion: target, wait: this.client.pollWaitS, paramsDtype });
       if (version >= target) return { params, version, replayed: false, barrier };
       if (Date.now() >= deadline) {
         throw new BarrierTimeoutError(
@@ -117,6 +136,12 @@ export class Session {
       path: this.path("/params"),
       query: { names: options.names?.join(","), min_version: options.minVersion, wait: options.wait },
       accept: c.tensorType,
+      headers: {
+        ...(options.paramsDtype && options.paramsDtype !== "float32"
+          ? { "optd-response-dtype": options.paramsDtype }
+          : {}),
+        ...(options.worker && printableAscii(options.worker) ? { "optd-worker": options.worker } : {}),
+      },
       waitS: options.wait ?? 0,
     });
     const { fields, tensors } = c.parseTensors(reply, "params");
@@ -187,6 +212,30 @@ export class Session {
     const info = (await this.client.json({ method: "GET", path: this.path() })) as SessionInfo;
     this.version = info.version;
     return info;
+  }
+
+  private workerPath(worker?: string): string {
+    const w = worker ?? this.worker;
+    if (!w) throw new TypeError("no worker id: pass one or set session.worker");
+    return this.path(`/workers/${encodeURIComponent(w)}`);
+  }
+
+  /** Join this sync session's workers, or renew the lease (a heartbeat); `worker`
+   * defaults to `this.worker`. Answers the version to compute on and the open round. */
+  async join(worker?: string): Promise<JoinResult> {
+    const doc = (await this.client.json({ method: "PUT", path: this.workerPath(worker) })) as JoinResult;
+    this.version = doc.version;
+    return doc;
+  }
+
+  /** Leave the session's workers now: rounds stop waiting for this worker. */
+  async leave(worker?: string): Promise<void> {
+    await this.client.http.send({ method: "DELETE", path: this.workerPath(worker) });
+  }
+
+  /** Members (live, last seen, rounds) and the open round's have/need/closes_in_s. */
+  async workers(): Promise<WorkersInfo> {
+    return (await this.client.json({ method: "GET", path: this.path("/workers") })) as WorkersInfo;
   }
 
   async delete(): Promise<void> {

@@ -1,5 +1,6 @@
 /** Request and response shapes of the optd API (field names are the server's JSON names). */
 
+import type { GradDtype, ParamsDtype } from "./compress.js";
 import type { Tensor, TensorInputs, Tensors } from "./tensors.js";
 
 export type Wire = "safetensors" | "json";
@@ -41,6 +42,11 @@ export interface SessionOptions {
   groups?: Record<string, unknown>[];
   mode?: "async" | "sync";
   workers?: number | null;
+  /** Elastic rounds (sync mode, DESIGN §4): close with this many once every live member
+   * has contributed (`worker_lease_s`), or `round_timeout_s` after the first one. */
+  min_workers?: number | null;
+  round_timeout_s?: number | null;
+  worker_lease_s?: number | null;
   max_staleness?: number | null;
   staleness_lr?: "none" | "inverse";
   labels?: Record<string, string>;
@@ -87,6 +93,13 @@ export interface StepOptions {
   ifMatch?: number;
   /** Default: a fresh UUID per call, reused by its retries. */
   idempotencyKey?: string;
+  /** How the gradients travel (DESIGN §3): "float32" (default), "bfloat16" (rounded to
+   * nearest even) or "int8" (int8-block, `block` values per scale; safetensors only). */
+  gradDtype?: GradDtype;
+  /** int8-block block size (default 256). */
+  block?: number;
+  /** "bfloat16" asks for the parameters rounded to bfloat16 (`Optd-Response-Dtype`). */
+  paramsDtype?: ParamsDtype;
 }
 
 export interface Barrier {
@@ -114,6 +127,37 @@ export interface ParamsOptions {
   /** Long-poll until the session reaches this version or `wait` seconds pass. */
   minVersion?: number;
   wait?: number;
+  /** "bfloat16" asks for the values rounded to bfloat16 (`Optd-Response-Dtype`). */
+  paramsDtype?: ParamsDtype;
+  /** Renews this worker's lease in a sync session (`Optd-Worker`). */
+  worker?: string;
+}
+
+/** A sync session's open round. */
+export interface Round {
+  version: number;
+  have: number;
+  need: number;
+  min: number;
+  contributors: string[];
+  missing: string[];
+  /** The round timeout's countdown once `have >= min`, else null. */
+  closes_in_s: number | null;
+}
+
+/** `PUT .../workers/{worker}`: the version to compute on (the round to join). */
+export interface JoinResult {
+  worker: string;
+  version: number;
+  round: Round;
+  lease_s: number | null;
+}
+
+/** `GET .../workers`: the members and the open round. */
+export interface WorkersInfo {
+  workers: { worker: string; live: boolean; last_seen_s: number; rounds: number; last_version: number | null }[];
+  round: Round;
+  lease_s: number | null;
 }
 
 export interface ParamsResult {
