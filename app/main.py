@@ -93,6 +93,13 @@ def create_app(settings: Settings | None = None, store: SessionStore | None = No
         # refuses to start against an unreachable Redis
         engine = await Engine.open(settings, metrics, store)
         metrics.info.set(1 if engine.store.kind != "memory" else 0)
+        owners = engine.owners
+        if owners.enabled:
+            where = owners.url or "the address requests arrive on"
+            log.info(
+                f"session owners: {owners.mode} (this process: {where}; lease "
+                f"{settings.owner_lease_s:g} s)"
+            )
         app.state.engine = engine
         try:
             yield
