@@ -114,6 +114,9 @@ def test_second_process_redirects_to_the_owner(pair: list[str]) -> None:
     assert r.headers["location"] == a + path and r.headers["optd-owner"] == a
     r = httpx.get(f"{b}/v1/sessions/{sid}/params?names=x")
     assert r.status_code == 307 and r.headers["location"] == f"{a}/v1/sessions/{sid}/params?names=x"
+    # a browser (the dashboard) cannot follow a 307 to another origin: forwarded instead
+    r = httpx.get(f"{b}/v1/sessions/{sid}/history", headers={"Sec-Fetch-Mode": "cors"})
+    assert r.status_code == 200 and r.headers["optd-owner"] == a and r.json()["id"] == sid
     # the owner serves; sessions nobody asked about and the list are not redirected
     assert httpx.post(a + path, json={"grads": {"x": [1.0]}}).json()["version"] == 1
     assert httpx.get(f"{b}/v1/sessions").status_code == 200

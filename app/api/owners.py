@@ -1,7 +1,8 @@
 """Session owners at the HTTP face (DESIGN §4 "Session owners"): a request for a session
 another live API process owns is answered `307 Temporary Redirect` to it (`Location`: the
 owner's URL + the same path and query; `Optd-Owner`: the owner's URL), or, with
-`OPTD_OWNERS=proxy`, forwarded to it and its answer returned.
+`OPTD_OWNERS=proxy` (and for browsers, which cannot follow a redirect to another origin),
+forwarded to it and its answer returned.
 
 A pure ASGI middleware, ahead of routing (so the fast step route too): for a session this
 process owns it is a regex match and a dict lookup (`engine.owners`). It runs before
@@ -50,7 +51,7 @@ class OwnerRouting:
         if scope.get("query_string"):
             path += b"?" + scope["query_string"]
         url = target + path.decode("latin-1")
-        if owners.mode == "proxy":
+        if owners.mode == "proxy" or _from_browser(scope):
             engine.metrics.owner_proxied.inc()
             return await self._forward(scope, receive, send, url, target)
         engine.metrics.owner_redirects.inc()
@@ -102,6 +103,12 @@ class OwnerRouting:
             await send({"type": "http.response.body", "body": b""})
         finally:
             await response.aclose()
+
+
+def _from_browser(scope: Scope) -> bool:
+    """A browser (the /ui dashboard's fetches send Sec-Fetch-Mode) cannot follow a 307 to
+    another origin without CORS, and would drop `Authorization` doing it: forward those."""
+    return any(name == b"sec-fetch-mode" for name, _ in scope["headers"])
 
 
 def _served_here(scope: Scope, target: str) -> bool:
