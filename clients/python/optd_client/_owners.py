@@ -51,7 +51,7 @@ class Owners:
         the owner it names is remembered for the session."""
         target = request.url.join(response.headers["location"])
         owner = response.headers.get("optd-owner")
-        sid = self.sid_of(request.url.path)
+        sid = self.sid_of(request.url.raw_path.decode("ascii"))
         if owner and sid is not None:
             with self._lock:
                 if len(self._owner) >= MAX_CACHED:
@@ -62,7 +62,7 @@ class Owners:
     def fail_over(self, request: httpx.Request) -> httpx.Request | None:
         """After a connection error: if the request went to a remembered owner, forget it
         and send the request to the base URL instead, naming the owner that failed."""
-        sid = self.sid_of(request.url.path)
+        sid = self.sid_of(request.url.raw_path.decode("ascii"))
         owner = self._owner.get(sid) if sid is not None else None
         url = str(request.url)
         if sid is None or owner is None or not url.startswith(owner + "/"):
