@@ -57,10 +57,7 @@ def start_servers(procs: dict[str, h.Proc]) -> None:
     h.wait_redis(redis)
     url = f"redis://{h.HOST}:{redis.port}/0"
     for name, on_redis in OPTD_PROCS.items():
-        # "2 API processes" is per-request balancing without session owners (as before
-        # they existed); bench/peers/owners.py measures it with owners on
-        extra = {"OPTD_OWNERS": "off"} if name.startswith("redis-2") else None
-        procs[name] = h.start_optd(f"optd-{name}", url if on_redis else None, extra)
+        procs[name] = h.start_optd(f"optd-{name}", url if on_redis else None)
     procs["echo"] = h.start_floor("floor-echo", None)
     procs["echo_redis"] = h.start_floor("floor-echo-redis", url)
     procs["naive"] = h.start_module("naive", "bench.peers.naive_server")
