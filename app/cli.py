@@ -29,6 +29,9 @@ def _serve(args: argparse.Namespace) -> int:
         ("body_min_rate_kib", "OPTD_BODY_MIN_RATE_KIB"),
         ("keep_alive_s", "OPTD_KEEP_ALIVE_S"),
         ("limit_concurrency", "OPTD_LIMIT_CONCURRENCY"),
+        ("owners", "OPTD_OWNERS"),
+        ("owner_lease_s", "OPTD_OWNER_LEASE_S"),
+        ("advertise_url", "OPTD_ADVERTISE_URL"),
     ):
         value = getattr(args, flag)
         if value is not None:
@@ -163,6 +166,19 @@ def main(argv: list[str] | None = None) -> int:
         "--limit-concurrency",
         type=int,
         help="OPTD_LIMIT_CONCURRENCY: 503 beyond this many connections (0 = no limit)",
+    )
+    serve.add_argument(
+        "--owners",
+        choices=["auto", "redirect", "proxy", "off"],
+        help="OPTD_OWNERS: send a session's requests to its owner process by 307 or by "
+        "forwarding them (auto: redirect on Redis, off on the embedded store)",
+    )
+    serve.add_argument(
+        "--owner-lease-s", type=float, help="OPTD_OWNER_LEASE_S: a session owner's lease (5)"
+    )
+    serve.add_argument(
+        "--advertise-url",
+        help="OPTD_ADVERTISE_URL: this process's URL in redirects (default http://host:port)",
     )
     sub.add_parser("version", help="print the version")
     opener = sub.add_parser("open", help="print and open a session's live dashboard (/ui)")

@@ -13,6 +13,7 @@ from fastapi import Depends, FastAPI
 from app import __version__
 from app.api import docs, errors, openapi
 from app.api.deps import authorize
+from app.api.owners import OwnerRouting
 from app.api.routes import health, history, optimizers, sessions, state, step, ui, workers
 from app.core.auth import auth_enabled
 from app.core.config import Settings
@@ -92,11 +93,21 @@ def create_app(settings: Settings | None = None, store: SessionStore | None = No
         # refuses to start against an unreachable Redis
         engine = await Engine.open(settings, metrics, store)
         metrics.info.set(1 if engine.store.kind != "memory" else 0)
+        owners = engine.owners
+        if owners.enabled:
+            where = owners.url or "the address requests arrive on"
+            log.info(
+                f"session owners: {owners.mode} (this process: {where}; lease "
+                f"{settings.owner_lease_s:g} s)"
+            )
         app.state.engine = engine
         try:
             yield
         finally:
             hup()
+            forwarder = getattr(app.state, "forwarder", None)  # OPTD_OWNERS=proxy
+            if forwarder is not None:
+                await forwarder.aclose()
             await engine.close()
 
     app = FastAPI(
@@ -120,4 +131,6 @@ def create_app(settings: Settings | None = None, store: SessionStore | None = No
     # POST /step, the hot path, is matched first and skips FastAPI's dependency machinery
     # (step.fast_route authorizes itself); the APIRoute above keeps it in the OpenAPI doc.
     app.router.routes.insert(0, step.fast_route)
+    # session owners (DESIGN §4): 307 to (or proxy for) the process that owns a session
+    app.add_middleware(OwnerRouting)
     return app

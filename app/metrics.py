@@ -42,6 +42,12 @@ class Metrics:
         )
         self.sessions_created = Counter("optd_sessions_created", "Sessions created", registry=r)
         self.sessions_deleted = Counter("optd_sessions_deleted", "Sessions deleted", registry=r)
+        self.owner_redirects = Counter(
+            "optd_owner_redirects", "Requests answered 307 to the session's owner", registry=r
+        )
+        self.owner_proxied = Counter(
+            "optd_owner_proxied", "Requests forwarded to the session's owner", registry=r
+        )
         self.info = Gauge("optd_store_redis", "1 if the store is Redis, 0 if embedded", registry=r)
         # phase -> its labelled child: labels() resolves it under a lock on every call.
         # Filled on first use, so a phase shows in /metrics only once observed, as before.

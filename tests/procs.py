@@ -18,9 +18,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def start(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], str]:
     """`optd serve` on a free loopback port; its output goes to a temp file (a pipe nobody
-    reads would block a chatty server)."""
+    reads would block a chatty server).
+
+    Session owners are off unless `env` sets OPTD_OWNERS: the tests that start several
+    processes prove that correctness holds across processes without owners (each step
+    may land on either process, so the compare-and-set is what keeps them right), and
+    their clients do not follow redirects. tests/test_owners.py turns owners on."""
     port = free_port()
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("OPTD_")} | env
+    full_env = (
+        {k: v for k, v in os.environ.items() if not k.startswith("OPTD_")}
+        | {"OPTD_OWNERS": "off"}
+        | env
+    )
     log = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--port", str(port), *args],

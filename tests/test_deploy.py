@@ -60,6 +60,7 @@ def test_compose_commands_run(tmp_path: Path) -> None:
             assert env["OPTD_API_KEYS_FILE"] == api["volumes"][0].split(":")[1]
             env["OPTD_API_KEYS_FILE"] = keys
             env.pop("OPTD_PORT")
+            env.pop("OPTD_ADVERTISE_URL")  # a name inside compose's network; learnt here
             env["OPTD_HOST"] = "127.0.0.1"  # tests bind loopback only
             procs.append(start(env))
         try:
@@ -95,6 +96,7 @@ def test_compose_cluster_profile_runs() -> None:
             env.pop("OPTD_API_KEYS_FILE")  # auth is covered above; loopback here
             env["OPTD_REDIS_URL"] = cluster.url
             env.pop("OPTD_PORT")
+            env.pop("OPTD_ADVERTISE_URL")
             env["OPTD_HOST"] = "127.0.0.1"
             procs.append(start(env))
         try:

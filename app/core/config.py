@@ -91,6 +91,20 @@ class Settings(BaseSettings):
     events_poll_s: float = Field(
         0.25, gt=0, description="how often GET .../events looks for new history points"
     )
+    owners: Literal["auto", "redirect", "proxy", "off"] = Field(
+        "auto",
+        description="session owners (DESIGN §4): a request for a session another live API "
+        "process owns is answered 307 to it (redirect) or forwarded to it (proxy); off: "
+        "every process serves every session; auto: redirect on Redis, off on the embedded store",
+    )
+    owner_lease_s: float = Field(
+        5.0, gt=0, description="a session owner's lease; renewed while the owner serves it"
+    )
+    advertise_url: str | None = Field(
+        None,
+        description="this process's URL for redirects to it (default: http://host:port it "
+        "was started with, or the address a request reached it on)",
+    )
 
     @property
     def max_body_bytes(self) -> int:

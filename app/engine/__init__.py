@@ -26,6 +26,7 @@ from app.core.config import Settings
 from app.engine import checkpoints, sessions
 from app.engine.claims import Claim
 from app.engine.members import Members
+from app.engine.owners import Owners
 from app.engine.rounds import Rounds
 from app.engine.steps import Steps
 from app.engine.txn import Loaded, Transactions, check_if_match
@@ -59,6 +60,7 @@ class Engine:
         self.wakeups = Wakeups(store)
         self._rounds = Rounds(self.txn, settings.max_wait_s, self.wakeups)
         self._members = Members(self.txn, self._rounds)
+        self.owners = Owners(store, settings)  # who serves which session (the face asks)
         self._owns_store = False
 
     @classmethod
@@ -90,6 +92,7 @@ class Engine:
         return engine
 
     async def close(self) -> None:
+        await self.owners.close()
         await self.wakeups.close()
         if self._owns_store:
             await self.store.close()

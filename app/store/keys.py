@@ -17,6 +17,8 @@ Layout (the `{...}` part is the Redis Cluster hash tag):
                                                incarnation), or `inflight:<fp>:<owner>`
                                                while it runs (a short lease, renewed)
     optd:{<sid>}:lock                          string: advisory step lock (token, PX ttl)
+    optd:{<sid>}:owner                         string: "<url> <process id>", the API process
+                                               that owns the session (a lease, PX)
     optd:{<sid>}:ack                           string: the write WAIT rides on (60 s)
     optd:{<sid>}:barrier:<version>             hash: worker -> gradient (safetensors), the
                                                open sync round on top of <version>
@@ -114,6 +116,10 @@ def idem_key(sid: str, key: str, scope: str = "") -> str:
 
 def lock_key(sid: str) -> str:
     return session_prefix(sid) + "lock"
+
+
+def owner_key(sid: str) -> str:
+    return session_prefix(sid) + "owner"
 
 
 def barrier_key(sid: str, version: int) -> str:

@@ -29,6 +29,7 @@ from app.store.base import (
 )
 from app.store.history import History
 from app.store.memory_idem import MemoryIdempotency
+from app.store.memory_owners import MemoryOwners
 from app.store.memory_rounds import MemoryRounds
 from app.store.memory_tenants import MemoryTenants
 
@@ -66,7 +67,7 @@ def _own(slots: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-class MemoryStore(MemoryIdempotency, MemoryTenants, MemoryRounds):
+class MemoryStore(MemoryIdempotency, MemoryTenants, MemoryRounds, MemoryOwners):
     kind = "memory"
 
     def wants_log(self, sid: str, version: int, state_bytes: int) -> bool:
@@ -90,6 +91,7 @@ class MemoryStore(MemoryIdempotency, MemoryTenants, MemoryRounds):
         self._order: list[str] = []  # sorted sids, for stable cursor paging
         self._listeners: list[asyncio.Queue[tuple[str, int]]] = []  # announcements()
         MemoryTenants.__init__(self, clock)
+        MemoryOwners.__init__(self)
 
     def _get(self, sid: str) -> _Session:
         keys.check_sid(sid)

@@ -28,6 +28,7 @@ class RedisCoordination(RedisConn):
         "quota_gen",
         "quota_recount",
         "rate_take",
+        "owner",
     )
 
     async def claim_idempotency(
@@ -75,6 +76,13 @@ class RedisCoordination(RedisConn):
 
     async def unlock(self, sid: str, token: str) -> None:
         await self._run("compare_del", [keys.lock_key(sid)], [token])
+
+    async def owner_claim(self, sid: str, me: str, ttl_ms: int) -> tuple[str, int]:
+        holder, left = await self._run("owner", [keys.owner_key(sid)], [me, ttl_ms])
+        return _text(holder), int(left)
+
+    async def owner_release(self, sid: str, me: str) -> None:
+        await self._run("compare_del", [keys.owner_key(sid)], [me])
 
     async def barrier_add(
         self, sid: str, version: int, worker: str, blob: bytes, ttl_s: int

@@ -128,9 +128,12 @@ def start_optd(
     name: str, redis_url: str | None, extra_env: Mapping[str, str] | None = None
 ) -> Proc:
     """`optd serve` (one process) on a free port; `extra_env` adds OPTD_* settings such as
-    OPTD_REDIS_CLUSTER=1 (bench.cluster)."""
+    OPTD_REDIS_CLUSTER=1 (bench.cluster). Session owners are off unless `extra_env` sets
+    OPTD_OWNERS: the benchmarks that spread a session over two processes measure that
+    (clients here do not follow redirects); bench/peers/owners.py turns them on."""
     port = free_port()
     env = base_env()
+    env["OPTD_OWNERS"] = "off"
     if redis_url is not None:
         env["OPTD_REDIS_URL"] = redis_url
     env.update(extra_env or {})

@@ -41,6 +41,7 @@ type Client struct {
 	timeout        time.Duration
 	barrierTimeout time.Duration
 	pollWait       time.Duration
+	owners         ownerCache // sessions' owner processes, learnt from 307s (http.go)
 }
 
 // Option configures a Client.
@@ -80,7 +81,7 @@ func WithHeader(key, value string) Option { return func(c *Client) { c.header[ke
 // NewClient returns a client of the server at baseURL (e.g. http://127.0.0.1:8000).
 func NewClient(baseURL string, opts ...Option) *Client {
 	c := &Client{
-		baseURL: strings.TrimRight(baseURL, "/"), http: &http.Client{},
+		baseURL: strings.TrimRight(baseURL, "/"), http: &http.Client{CheckRedirect: keepRedirect},
 		header:  map[string]string{"User-Agent": "optd-go/" + Version},
 		retries: 5, backoff: 200 * time.Millisecond, maxBackoff: 10 * time.Second,
 		timeout: 120 * time.Second, barrierTimeout: 10 * time.Minute, pollWait: 30 * time.Second,

@@ -11,6 +11,7 @@ from urllib.parse import quote
 import httpx
 
 from optd_client import _wire
+from optd_client._owners import Owners
 from optd_client._retry import Flow, RetryPolicy, exchange
 from optd_client._session import Wire
 from optd_client._version import __version__
@@ -75,6 +76,7 @@ class CoreBase:
         if wire not in ("safetensors", "json"):
             raise ValueError(f"wire must be 'safetensors' or 'json', got {wire!r}")
         self.url = (url or os.environ.get("OPTD_URL") or DEFAULT_URL).rstrip("/")
+        self.owners = Owners(self.url)  # sessions' owner processes, learnt from 307s
         self.wire: Wire = wire
         self.timeout = timeout
         self.policy = RetryPolicy(retries=retries, backoff=backoff, max_backoff=max_backoff)
@@ -109,7 +111,7 @@ class CoreBase:
         timeout = httpx.Timeout(self.timeout + wait, connect=min(self.timeout, 10.0))
         return httpx.Request(
             method,
-            self.url + path,
+            self.owners.url_for(path),
             params=params,
             content=content,
             headers=h,
@@ -136,7 +138,7 @@ class CoreBase:
         return {k: v for k, v in doc.items() if k != key}, _wire.decode_json_tensors(doc.get(key))
 
     def _run_json(self, request: httpx.Request) -> Flow[Any]:
-        response = yield from exchange(self.policy, request)
+        response = yield from exchange(self.policy, request, self.owners)
         return response.json() if response.content else None
 
     @staticmethod

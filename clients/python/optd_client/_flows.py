@@ -79,7 +79,7 @@ class Core(CoreBase):
         return info
 
     def delete(self, s: SessionState) -> Flow[None]:
-        yield from exchange(self.policy, self.request("DELETE", self._path(s.id)))
+        yield from exchange(self.policy, self.request("DELETE", self._path(s.id)), self.owners)
 
     # -- the workers of a sync session (elastic rounds) ---------------------------------
 
@@ -96,7 +96,9 @@ class Core(CoreBase):
         return doc
 
     def leave(self, s: SessionState, worker: str | None) -> Flow[None]:
-        yield from exchange(self.policy, self.request("DELETE", self._worker_path(s, worker)))
+        yield from exchange(
+            self.policy, self.request("DELETE", self._worker_path(s, worker)), self.owners
+        )
 
     def workers(self, s: SessionState) -> Flow[dict[str, Any]]:
         doc: dict[str, Any] = yield from self._run_json(
@@ -158,7 +160,7 @@ class Core(CoreBase):
             content_type=self.tensor_type, accept=self.tensor_type, headers=headers,
             wait=wait or 0.0,
         )  # fmt: skip
-        response = yield from exchange(self.policy, req)
+        response = yield from exchange(self.policy, req, self.owners)
         s.received += len(response.content)
         if response.status_code == 202:
             barrier = response.json().get("barrier") or {}
@@ -224,7 +226,7 @@ class Core(CoreBase):
             wait=wait or 0.0,
             headers={"optd-response-dtype": params_dtype} if params_dtype != "float32" else None,
         )
-        response = yield from exchange(self.policy, req)
+        response = yield from exchange(self.policy, req, self.owners)
         s.received += len(response.content)
         doc, params = self._tensors(response, "params")
         version = int_or_none(doc.get("version"))
@@ -251,7 +253,7 @@ class Core(CoreBase):
 
     def get_state(self, s: SessionState) -> Flow[Checkpoint]:
         req = self.request("GET", self._path(s.id, "/state"), accept=self.tensor_type)
-        response = yield from exchange(self.policy, req)
+        response = yield from exchange(self.policy, req, self.owners)
         doc, tensors = self._tensors(response, "tensors")
         meta = doc.get("meta") if "meta" in doc else doc.get("optd")
         if isinstance(meta, str):

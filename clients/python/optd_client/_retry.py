@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 
 import httpx
 
+from optd_client._owners import OWNER_GONE, Owners
 from optd_client.errors import (
+    RedirectLoopError,
     TransportError,
     error_from_response,
     parse_problem,
@@ -89,12 +91,34 @@ class RetryPolicy:
         return self.jitter(attempt)
 
 
-def exchange(policy: RetryPolicy, request: httpx.Request) -> Flow[httpx.Response]:
+def exchange(
+    policy: RetryPolicy, request: httpx.Request, owners: Owners | None = None
+) -> Flow[httpx.Response]:
     """Send `request` (the same object, so the same body and Idempotency-Key) until it
-    succeeds, fails for good, or the retries run out; errors become `OptdError`s."""
-    attempt = 0
+    succeeds, fails for good, or the retries run out; errors become `OptdError`s. With
+    `owners`, 307s to a session's owner are followed and remembered (`_owners`)."""
+    attempt = redirects = 0
     while True:
         result: httpx.Response | BaseException = yield Send(request)
+        if owners is not None:
+            if isinstance(result, httpx.Response) and result.status_code in (307, 308):
+                after = owners.follow(request, result) if "location" in result.headers else None
+            elif isinstance(result, OWNER_GONE):
+                after = owners.fail_over(request)
+            else:
+                after = None
+            if after is not None:
+                redirects += 1
+                if redirects > owners.max_redirects:
+                    raise RedirectLoopError(
+                        f"{request.method} {request.url.path}: more than "
+                        f"{owners.max_redirects} redirects to session owners (last: "
+                        f"{after.url}); do the API processes advertise reachable URLs "
+                        "(OPTD_ADVERTISE_URL)?",
+                        status=result.status_code if isinstance(result, httpx.Response) else None,
+                    )
+                request = after
+                continue
         delay = policy.delay(attempt, result)
         if delay is None:
             if isinstance(result, BaseException):

@@ -113,6 +113,13 @@ class TransportError(OptdError):
     slug = "transport"
 
 
+class RedirectLoopError(OptdError):
+    """Too many 307s (or owner fail-overs) for one request: the API processes disagree
+    about who owns the session, or a balancer rewrites redirects in a loop."""
+
+    slug = "redirect-loop"
+
+
 class BarrierTimeoutError(OptdError):
     """A sync-mode step's barrier did not complete within the client's `barrier_timeout`."""
 

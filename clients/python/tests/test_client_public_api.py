@@ -16,7 +16,7 @@ PUBLIC = {
     "StaleGradientError", "ConflictError", "PreconditionFailedError", "TooLargeError",
     "UnsupportedMediaTypeError", "InvalidTensorError", "InvalidConfigError",
     "IdempotencyMismatchError", "PreconditionRequiredError", "RateLimitedError",
-    "StoreUnavailableError", "__version__",
+    "StoreUnavailableError", "RedirectLoopError", "__version__",
 }  # fmt: skip
 
 

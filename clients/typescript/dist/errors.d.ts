@@ -370,6 +370,28 @@ declare const TransportError_base: {
 /** No HTTP answer (connection refused or reset, timeout) even after the retries. */
 export declare class TransportError extends TransportError_base {
 }
+declare const RedirectLoopError_base: {
+    new (message: string, init?: OptdErrorInit): {
+        readonly status: number | undefined;
+        readonly problem: Problem;
+        readonly type: string;
+        readonly slug: string;
+        readonly title: string;
+        readonly detail: string;
+        /** Seconds, from `Retry-After` or the problem's `retry_after`. */
+        readonly retryAfter: number | undefined;
+        /** The session's version when the server names it (stale-gradient, conflict, 412). */
+        get currentVersion(): number | undefined;
+        name: string;
+        message: string;
+        stack?: string;
+        cause?: unknown;
+    };
+    readonly slug: string;
+};
+/** Too many 307s to session owners (or owner fail-overs) for one request. */
+export declare class RedirectLoopError extends RedirectLoopError_base {
+}
 declare const BarrierTimeoutError_base: {
     new (message: string, init?: OptdErrorInit): {
         readonly status: number | undefined;

@@ -73,6 +73,9 @@ export class StoreUnavailableError extends kind("store-unavailable") {
 /** No HTTP answer (connection refused or reset, timeout) even after the retries. */
 export class TransportError extends kind("transport") {
 }
+/** Too many 307s to session owners (or owner fail-overs) for one request. */
+export class RedirectLoopError extends kind("redirect-loop") {
+}
 /** A sync-mode step's barrier did not complete within the client's `barrierTimeoutMs`. */
 export class BarrierTimeoutError extends kind("barrier-timeout") {
 }

@@ -24,6 +24,8 @@ export interface Reply {
     headers: Headers;
     body: Uint8Array;
 }
+/** Redirects to owners (and fail-overs from dead ones) one request may take. */
+export declare const MAX_REDIRECTS = 5;
 /**
  * Milliseconds to wait before retry `attempt + 1`, or undefined for no retry.
  * Retried: network errors and timeouts (every request is idempotent or carries an
@@ -32,14 +34,24 @@ export interface Reply {
  */
 export declare function retryDelay(policy: RetryPolicy, attempt: number, result: Reply | Error, random?: () => number): number | undefined;
 export declare const sleep: (ms: number) => Promise<void>;
+/**
+ * Sends requests. Session owners: an API process answers a request for a session another
+ * process owns with 307 to it (`Optd-Owner`); `send` follows it itself (fetch's own
+ * following drops `Authorization` across origins), remembers the owner per session and
+ * sends that session's later requests straight there. A network error on the way to a
+ * remembered owner forgets it and re-sends to the base URL with `Optd-Owner-Unreachable`.
+ */
 export declare class Http {
     readonly baseUrl: string;
     readonly headers: Record<string, string>;
     readonly policy: RetryPolicy;
     readonly timeoutMs: number;
     private readonly fetchImpl;
+    private readonly owners;
     constructor(baseUrl: string, headers: Record<string, string>, policy: RetryPolicy, timeoutMs: number, fetchImpl: typeof fetch);
-    url(req: Request): string;
+    url(req: Request, base?: string): string;
+    /** The owner process this client sends a session's requests to, when it knows one. */
+    owner(sessionId: string): string | undefined;
     /** Send until success, a final failure, or the retries run out; errors become OptdErrors. */
     send(req: Request): Promise<Reply>;
 }

@@ -1,5 +1,9 @@
 /** Sending one request: headers, timeouts, and bounded retries with backoff. */
-import { TransportError, errorFromResponse, parseProblem, parseRetryAfter } from "./errors.js";
+import { RedirectLoopError, TransportError, errorFromResponse, parseProblem, parseRetryAfter } from "./errors.js";
+/** The session id in a path, for the owner cache (session owners: the server's DESIGN §4). */
+const SESSION = /\/v1\/sessions\/([^/?]+)/;
+/** Redirects to owners (and fail-overs from dead ones) one request may take. */
+export const MAX_REDIRECTS = 5;
 const IN_FLIGHT = /in[ -]?flight|in progress|still running|being processed/i;
 /**
  * Milliseconds to wait before retry `attempt + 1`, or undefined for no retry.
@@ -32,12 +36,20 @@ export function retryDelay(policy, attempt, result, random = Math.random) {
     return jitter();
 }
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+/**
+ * Sends requests. Session owners: an API process answers a request for a session another
+ * process owns with 307 to it (`Optd-Owner`); `send` follows it itself (fetch's own
+ * following drops `Authorization` across origins), remembers the owner per session and
+ * sends that session's later requests straight there. A network error on the way to a
+ * remembered owner forgets it and re-sends to the base URL with `Optd-Owner-Unreachable`.
+ */
 export class Http {
     baseUrl;
     headers;
     policy;
     timeoutMs;
     fetchImpl;
+    owners = new Map();
     constructor(baseUrl, headers, policy, timeoutMs, fetchImpl) {
         this.baseUrl = baseUrl;
         this.headers = headers;
@@ -45,12 +57,16 @@ export class Http {
         this.timeoutMs = timeoutMs;
         this.fetchImpl = fetchImpl;
     }
-    url(req) {
-        const url = new URL(this.baseUrl + req.path);
+    url(req, base = this.baseUrl) {
+        const url = new URL(base + req.path);
         for (const [k, v] of Object.entries(req.query ?? {}))
             if (v !== undefined)
                 url.searchParams.set(k, String(v));
         return url.toString();
+    }
+    /** The owner process this client sends a session's requests to, when it knows one. */
+    owner(sessionId) {
+        return this.owners.get(encodeURIComponent(sessionId));
     }
     /** Send until success, a final failure, or the retries run out; errors become OptdErrors. */
     async send(req) {
@@ -61,19 +77,51 @@ export class Http {
         };
         if (req.contentType !== undefined)
             headers["content-type"] = req.contentType;
-        const url = this.url(req);
+        const sid = SESSION.exec(req.path)?.[1];
+        let owner = sid === undefined ? undefined : this.owners.get(sid);
+        let url = this.url(req, owner ?? this.baseUrl);
+        let redirects = 0;
+        let follow = "manual";
         for (let attempt = 0;; attempt++) {
             let result;
             try {
                 const signal = AbortSignal.timeout(this.timeoutMs + (req.waitS ?? 0) * 1000);
-                const init = { method: req.method, headers, signal };
+                const init = { method: req.method, headers, signal, redirect: follow };
                 if (req.body !== undefined)
                     init.body = req.body;
                 const res = await this.fetchImpl(url, init);
+                if (res.type === "opaqueredirect") {
+                    follow = "follow"; // a browser hides manual redirects: let fetch follow them
+                    attempt--;
+                    continue;
+                }
                 result = { status: res.status, headers: res.headers, body: new Uint8Array(await res.arrayBuffer()) };
             }
             catch (e) {
                 result = e instanceof Error ? e : new Error(String(e));
+            }
+            const location = result instanceof Error ? null : result.headers.get("location");
+            const moved = !(result instanceof Error) && (result.status === 307 || result.status === 308) && location;
+            const ownerGone = result instanceof Error && result.name !== "TimeoutError" && owner !== undefined && url.startsWith(owner + "/");
+            if (moved || ownerGone) {
+                if (++redirects > MAX_REDIRECTS)
+                    throw new RedirectLoopError(`${req.method} ${req.path}: more than ${MAX_REDIRECTS} redirects to session owners (last: ${url}); ` +
+                        "do the API processes advertise reachable URLs (OPTD_ADVERTISE_URL)?");
+                if (moved) {
+                    url = new URL(location, url).toString();
+                    const named = result.headers.get("optd-owner");
+                    if (named && sid !== undefined)
+                        this.owners.set(sid, (owner = named.replace(/\/+$/, "")));
+                }
+                else if (owner !== undefined && sid !== undefined) {
+                    if (this.owners.get(sid) === owner)
+                        this.owners.delete(sid);
+                    url = this.baseUrl + url.slice(owner.length);
+                    headers["optd-owner-unreachable"] = owner;
+                    owner = undefined;
+                }
+                attempt--;
+                continue;
             }
             const delay = retryDelay(this.policy, attempt, result);
             if (delay === undefined) {

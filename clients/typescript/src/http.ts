@@ -1,6 +1,6 @@
 /** Sending one request: headers, timeouts, and bounded retries with backoff. */
 
-import { TransportError, errorFromResponse, parseProblem, parseRetryAfter } from "./errors.js";
+import { RedirectLoopError, TransportError, errorFromResponse, parseProblem, parseRetryAfter } from "./errors.js";
 
 export interface RetryPolicy {
   /** Retries after the first attempt (default 5). */
@@ -29,6 +29,11 @@ export interface Reply {
   headers: Headers;
   body: Uint8Array;
 }
+
+/** The session id in a path, for the owner cache (session owners: the server's DESIGN §4). */
+const SESSION = /\/v1\/sessions\/([^/?]+)/;
+/** Redirects to owners (and fail-overs from dead ones) one request may take. */
+export const MAX_REDIRECTS = 5;
 
 const IN_FLIGHT = /in[ -]?flight|in progress|still running|being processed/i;
 
@@ -68,7 +73,16 @@ export function retryDelay(
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * Sends requests. Session owners: an API process answers a request for a session another
+ * process owns with 307 to it (`Optd-Owner`); `send` follows it itself (fetch's own
+ * following drops `Authorization` across origins), remembers the owner per session and
+ * sends that session's later requests straight there. A network error on the way to a
+ * remembered owner forgets it and re-sends to the base URL with `Optd-Owner-Unreachable`.
+ */
 export class Http {
+  private readonly owners = new Map<string, string>();
+
   constructor(
     readonly baseUrl: string,
     readonly headers: Record<string, string>,
@@ -77,10 +91,15 @@ export class Http {
     private readonly fetchImpl: typeof fetch,
   ) {}
 
-  url(req: Request): string {
-    const url = new URL(this.baseUrl + req.path);
+  url(req: Request, base = this.baseUrl): string {
+    const url = new URL(base + req.path);
     for (const [k, v] of Object.entries(req.query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
     return url.toString();
+  }
+
+  /** The owner process this client sends a session's requests to, when it knows one. */
+  owner(sessionId: string): string | undefined {
+    return this.owners.get(encodeURIComponent(sessionId));
   }
 
   /** Send until success, a final failure, or the retries run out; errors become OptdErrors. */
@@ -91,17 +110,49 @@ export class Http {
       ...req.headers,
     };
     if (req.contentType !== undefined) headers["content-type"] = req.contentType;
-    const url = this.url(req);
+    const sid = SESSION.exec(req.path)?.[1];
+    let owner = sid === undefined ? undefined : this.owners.get(sid);
+    let url = this.url(req, owner ?? this.baseUrl);
+    let redirects = 0;
+    let follow: RequestRedirect = "manual";
     for (let attempt = 0; ; attempt++) {
       let result: Reply | Error;
       try {
         const signal = AbortSignal.timeout(this.timeoutMs + (req.waitS ?? 0) * 1000);
-        const init: RequestInit = { method: req.method, headers, signal };
+        const init: RequestInit = { method: req.method, headers, signal, redirect: follow };
         if (req.body !== undefined) init.body = req.body as BodyInit;
         const res = await this.fetchImpl(url, init);
+        if (res.type === "opaqueredirect") {
+          follow = "follow"; // a browser hides manual redirects: let fetch follow them
+          attempt--;
+          continue;
+        }
         result = { status: res.status, headers: res.headers, body: new Uint8Array(await res.arrayBuffer()) };
       } catch (e) {
         result = e instanceof Error ? e : new Error(String(e));
+      }
+      const location = result instanceof Error ? null : result.headers.get("location");
+      const moved = !(result instanceof Error) && (result.status === 307 || result.status === 308) && location;
+      const ownerGone =
+        result instanceof Error && result.name !== "TimeoutError" && owner !== undefined && url.startsWith(owner + "/");
+      if (moved || ownerGone) {
+        if (++redirects > MAX_REDIRECTS)
+          throw new RedirectLoopError(
+            `${req.method} ${req.path}: more than ${MAX_REDIRECTS} redirects to session owners (last: ${url}); ` +
+              "do the API processes advertise reachable URLs (OPTD_ADVERTISE_URL)?",
+          );
+        if (moved) {
+          url = new URL(location as string, url).toString();
+          const named = (result as Reply).headers.get("optd-owner");
+          if (named && sid !== undefined) this.owners.set(sid, (owner = named.replace(/\/+$/, "")));
+        } else if (owner !== undefined && sid !== undefined) {
+          if (this.owners.get(sid) === owner) this.owners.delete(sid);
+          url = this.baseUrl + url.slice(owner.length);
+          headers["optd-owner-unreachable"] = owner;
+          owner = undefined;
+        }
+        attempt--;
+        continue;
       }
       const delay = retryDelay(this.policy, attempt, result);
       if (delay === undefined) {
