@@ -234,7 +234,7 @@ def test_owner_killed_another_takes_over(request: pytest.FixtureRequest) -> None
 
 
 def test_proxy_mode_answers_for_the_owner(request: pytest.FixtureRequest) -> None:
-    env = owner_env("redis", request, "proxy")
+    env = {**owner_env("redis", request, "proxy"), "OPTD_MAX_BODY_MB": "0.01"}
     (pa, a), (pb, b) = start(env), start(env)
     try:
         sid = create(a, {"x": [0.0]}, optimizer="sgd", hyperparams={"lr": 1.0})
@@ -246,6 +246,11 @@ def test_proxy_mode_answers_for_the_owner(request: pytest.FixtureRequest) -> Non
         assert metric(b, "optd_owner_proxied_total") == 1
         r = httpx.get(f"{b}/v1/sessions/{sid}/nope")  # the owner's own 404, passed on
         assert r.status_code == 404 and r.headers["optd-owner"] == a
+        # the forwarding process reads the body under the same limits as any route
+        big = {"grads": {"x": [1.0] * 5000}}  # ~20 KB > OPTD_MAX_BODY_MB (10 KiB)
+        r = httpx.post(f"{b}/v1/sessions/{sid}/step", json=big)
+        assert r.status_code == 413 and r.json()["type"].endswith("too-large"), r.text
+        assert "optd-owner" not in r.headers and metric(b, "optd_owner_proxied_total") == 3
     finally:
         stop(pa)
         stop(pb)

@@ -20,9 +20,13 @@ from __future__ import annotations
 import re
 
 import httpx
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.errors import problem_response
+from app.api.transport import read_body
 from app.engine import Engine
+from app.problems import Problem
 
 SESSION_PATH = re.compile(r"/v1/sessions/([A-Za-z0-9_-]{1,64})(?:/|$)")
 FORWARDED = b"optd-forwarded"
@@ -73,15 +77,17 @@ class OwnerRouting:
         self, scope: Scope, receive: Receive, send: Send, url: str, owner: str
     ) -> None:
         """Proxy mode: the whole body is read first, so an owner that cannot be reached (its
-        lease not yet run out) is answered here instead, from the same body."""
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
+        lease not yet run out) is answered here instead, from the same body. It is read
+        under the same limits as every route's (`read_body`: 413 above the size limit,
+        408 when slower than the floor), answered here as problems."""
+        settings = scope["app"].state.engine.settings
+        try:
+            chunks = [await read_body(Request(scope, receive), settings)]
+        except ClientDisconnect:
+            return
+        except Problem as exc:
+            refusal = problem_response(exc.to_dict(), exc.headers)
+            return await refusal(scope, receive, send)
         headers = [(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP]
         headers.append((FORWARDED, b"1"))
         client = _client(scope)
