@@ -132,6 +132,20 @@ RESPONSE_DTYPE = header(
 ETAG = {"ETag": 'the new version, quoted ("12")'}
 
 
+OWNER_REDIRECT: dict[str, Any] = {
+    "description": (
+        "Another API process owns this session (DESIGN §4 \"Session owners\"): repeat the "
+        "request, body included, at `Location`, and send this session's later requests "
+        "to `Optd-Owner` (the SDKs do both)"
+    ),
+    "headers": {
+        "Location": {"description": "the owner's URL + this path and query",
+                     "schema": {"type": "string"}},
+        "Optd-Owner": {"description": "the owner's advertised URL", "schema": {"type": "string"}},
+    },
+}  # fmt: skip
+
+
 def install(app: FastAPI) -> None:
     """Wrap `app.openapi`: the models as components, Problem on every error response."""
     generate = app.openapi
@@ -154,8 +168,10 @@ def install(app: FastAPI) -> None:
             if isinstance(extra := m.model_config.get("json_schema_extra"), dict)
             and "example" in extra
         }
-        for operations in doc["paths"].values():
+        for path, operations in doc["paths"].items():
             for op in operations.values():
+                if path.startswith("/v1/sessions/{"):
+                    op.setdefault("responses", {})["307"] = OWNER_REDIRECT
                 # Added here, not through openapi_extra: FastAPI drops the nulls of
                 # anything it encodes, and a checkpoint's meta needs them.
                 for media in op.get("requestBody", {}).get("content", {}).values():
