@@ -4,12 +4,14 @@ one of them dies halfway.
 The digits MLP (64-64-10, torch) is trained by 4 worker processes three ways, each on its
 own elastic sync session (workers 4, min_workers 2, worker_lease_s 2, round_timeout_s 10):
 
-  sync  sync data parallel: a round every step, float32 gradients, Adam (lr 3e-3) on the
+  sync  sync data parallel: a round every step, float32 gradients, Adam (lr 3e-2) on the
         server - the baseline;
-  bf16  DiLoCo: 25 inner AdamW steps (lr 3e-3) per worker, then a round whose
+  bf16  DiLoCo: 25 inner AdamW steps (lr 1e-2) per worker, then a round whose
         pseudo-gradient travels as bfloat16; the server runs SGD with Nesterov momentum
         (lr 0.7, momentum 0.9) as the outer optimizer;
   int8  the same with int8-block pseudo-gradients and error feedback.
+
+Both learning rates are the best of 3e-3, 1e-2 and 3e-2 after 1000 steps, a fair race.
 
 Halfway through each run worker w3 gets SIGKILL: the round it was part of closes once its
 2 s lease runs out, and a new worker, w4, joins the running group from the current global
@@ -25,7 +27,8 @@ import os
 
 import numpy as np
 from _common import Progress, digits, parser, plt, save
-from _diloco import JOINER, LEASE_S, MODES, VICTIM, H, Run, bytes_to_reach, context, run
+from _diloco import JOINER, LEASE_S, MODES, VICTIM, H, context
+from _diloco_runs import Run, bytes_to_reach, run
 from _server import optd_server
 
 QUICK_STEPS = 300
@@ -36,7 +39,7 @@ def plot(runs: list[Run], steps: int, load: float, out: os.PathLike[str]) -> Non
     for i, r in enumerate(runs):
         t, _, loss, sent = (np.array(c) for c in zip(*r.trace, strict=True))
         color = f"C{i}"
-        label = f"{r.mode.label}: {r.final[3] / 1e6:.2f} MB, loss {r.final[2]:.3f}"
+        label = f"{r.mode.label}: {r.final[3] / 1e6:.2f} MB, loss {r.final[2]:.2g}"
         keep = sent > 0  # log x: from the first reported round on
         ax1.plot(sent[keep], loss[keep], "-", color=color, label=label)
         ax2.plot(t, loss, "-", color=color, label=f"{r.mode.label}: {r.seconds:.1f} s")
@@ -75,7 +78,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     # the workers' fork server starts (imports torch) while the optd server starts; a worker
     # re-imports this script, and so what it imports
-    context(preload=("_common", "_server"))
+    context(preload=("_common", "_server", "_diloco_runs"))
     runs = []
     with optd_server(args.url, quiet=args.quiet) as url:
         for mode in MODES:

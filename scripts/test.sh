@@ -50,6 +50,9 @@ python -m pytest "$@"
 step "benchmark smoke run (python -m bench --quick: every system answers correctly)"
 python -m bench --quick
 
+step "DiLoCo benchmark smoke run (python -m bench.diloco --quick: kill, join, bytes)"
+python -m bench.diloco --quick
+
 # The SDKs in other languages start this interpreter's `optd serve` in their tests.
 export OPTD_PYTHON="$(command -v python)"
 
