@@ -87,14 +87,18 @@ def bytes_to_reach(trace: list[tuple[float, int, float, int]], loss: float) -> f
     return next((float(b) for _, _, lo, b in trace if lo <= loss), None)
 
 
-def _wait_close(obs: Any, victim: str, t_kill: float, limit: float) -> tuple[float, int]:
-    """Poll GET .../workers until the first round without the victim has closed."""
+def _wait_close(obs: Any, victim: str, t_kill: float, limit: float, sample: Any) -> float:
+    """Poll GET .../workers until the first round without the victim has closed (and keep
+    sampling the loss every 0.1 s meanwhile)."""
+    last = t_kill
     while (now := time.monotonic()) - t_kill < limit:
+        if now - last >= 0.1:
+            last = sample()
         listing = obs.workers()
         row = next(w for w in listing["workers"] if w["worker"] == victim)
         version = int(listing["round"]["version"])
         if version >= int(row["last_version"]) + 2:  # its next round closed without it
-            return now - t_kill, version
+            return now - t_kill
         time.sleep(0.01)
     raise TimeoutError(f"the round waiting for {victim} was still open after {limit:g} s")
 
@@ -123,20 +127,25 @@ def run(url: str, mode: Mode, rounds: int, data: tuple[np.ndarray, np.ndarray], 
         joined = [_next(events, procs, 60.0) for _ in range(WORKERS)]
         obs = client.session(str(joined[0][3]))  # no worker id: the parent is no member
         out.sid, out.ui_url = obs.id, obs.ui_url
+
+        def sample() -> float:  # the loss of the global params now: a point of the trace
+            params = obs.params()
+            model.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()})
+            now, version, sent = time.monotonic(), obs.version or 0, sum(out.sent.values())
+            out.trace.append((now - t0, version, full_loss(model, xt, yt), sent))
+            return now
+
         go.set()
         t0 = last_line = time.monotonic()
         while True:
             for ev in _drain(events):
                 out.absorb(ev, t0, log)
-            params = obs.params()
-            model.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()})
-            now, version = time.monotonic(), obs.version or 0
-            sent = sum(out.sent.values())
-            out.trace.append((now - t0, version, full_loss(model, xt, yt), sent))
+            now = sample()
+            version, sent = out.trace[-1][1], out.trace[-1][3]
             if not out.kill and version >= rounds // 2:
                 t_kill = time.monotonic()
                 os.kill(procs[VICTIM].pid, signal.SIGKILL)
-                close_s, _ = _wait_close(obs, f"w{VICTIM}", t_kill, LEASE_S + 10)
+                close_s = _wait_close(obs, f"w{VICTIM}", t_kill, LEASE_S + 10, sample)
                 out.kill = {"t": t_kill - t0, "version": version, "bytes": sent,
                             "close_s": close_s}  # fmt: skip
                 log(f"[{mode.key}] round {version}: SIGKILL w{VICTIM}; the round waiting for"

@@ -39,10 +39,11 @@ def plot(runs: list[Run], steps: int, load: float, out: os.PathLike[str]) -> Non
     for i, r in enumerate(runs):
         t, _, loss, sent = (np.array(c) for c in zip(*r.trace, strict=True))
         color = f"C{i}"
-        label = f"{r.mode.label}: {r.final[3] / 1e6:.2f} MB, loss {r.final[2]:.2g}"
+        label = (f"{r.mode.label}: {r.final[3] / 1e6:.2f} MB sent, final loss "
+                 f"{r.final[2]:.2g}, {r.seconds:.1f} s")  # fmt: skip
         keep = sent > 0  # log x: from the first reported round on
         ax1.plot(sent[keep], loss[keep], "-", color=color, label=label)
-        ax2.plot(t, loss, "-", color=color, label=f"{r.mode.label}: {r.seconds:.1f} s")
+        ax2.plot(t, loss, "-", color=color)
         for ax, key in ((ax1, "bytes"), (ax2, "t")):
             if r.kill.get(key):
                 ax.axvline(r.kill[key], color=color, ls=":", lw=1.2)
@@ -50,12 +51,11 @@ def plot(runs: list[Run], steps: int, load: float, out: os.PathLike[str]) -> Non
             join_bytes = np.interp(r.join["t"], t, sent)
             ax1.axvline(join_bytes, color=color, ls="--", lw=1.0)
             ax2.axvline(r.join["t"], color=color, ls="--", lw=1.0)
+    ax1.plot([], [], "k:", label=f"w{VICTIM} killed (SIGKILL)")
+    ax1.plot([], [], "k--", label=f"w{JOINER} joined")
     for ax in (ax1, ax2):
-        ax.plot([], [], "k:", label=f"w{VICTIM} killed (SIGKILL)")
-        ax.plot([], [], "k--", label=f"w{JOINER} joined")
         ax.set(ylabel="full training loss (log)", yscale="log")
-    ax1.legend(fontsize=8, loc="lower left")
-    ax2.legend(fontsize=8, loc="upper right")
+    fig.legend(loc="outside lower center", ncols=2, fontsize=9)  # one for both panels
     ax1.set(xlabel="bytes sent by all workers (log)", xscale="log",
             title="Loss against bytes sent")  # fmt: skip
     ax2.set(xlabel="wall time (s)", title="Loss against wall time")
