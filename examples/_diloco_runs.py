@@ -95,9 +95,9 @@ def _wait_close(obs: Any, victim: str, t_kill: float, limit: float, sample: Any)
         if now - last >= 0.1:
             last = sample()
         listing = obs.workers()
-        row = next(w for w in listing["workers"] if w["worker"] == victim)
-        version = int(listing["round"]["version"])
-        if version >= int(row["last_version"]) + 2:  # its next round closed without it
+        row = next((w for w in listing["workers"] if w["worker"] == victim), {})
+        version, last = int(listing["round"]["version"]), row.get("last_version")
+        if last is not None and version >= last + 2:  # its next round closed without it
             return now - t_kill
         time.sleep(0.01)
     raise TimeoutError(f"the round waiting for {victim} was still open after {limit:g} s")
