@@ -87,17 +87,19 @@ def bytes_to_reach(trace: list[tuple[float, int, float, int]], loss: float) -> f
     return next((float(b) for _, _, lo, b in trace if lo <= loss), None)
 
 
-def _wait_close(obs: Any, victim: str, t_kill: float, limit: float, sample: Any) -> float:
+def _wait_close(obs: Any, victim: str, v_kill: int, t_kill: float, limit: float,
+                sample: Any) -> float:  # fmt: skip
     """Poll GET .../workers until the first round without the victim has closed (and keep
     sampling the loss every 0.1 s meanwhile)."""
-    last = t_kill
+    sampled = t_kill
     while (now := time.monotonic()) - t_kill < limit:
-        if now - last >= 0.1:
-            last = sample()
+        if now - sampled >= 0.1:
+            sampled = sample()
         listing = obs.workers()
         row = next((w for w in listing["workers"] if w["worker"] == victim), {})
-        version, last = int(listing["round"]["version"]), row.get("last_version")
-        if last is not None and version >= last + 2:  # its next round closed without it
+        version, contributed = int(listing["round"]["version"]), row.get("last_version")
+        # the round it was waited for: the next after its last contribution (or the open one)
+        if version > (v_kill if contributed is None else contributed + 1):
             return now - t_kill
         time.sleep(0.01)
     raise TimeoutError(f"the round waiting for {victim} was still open after {limit:g} s")
@@ -145,7 +147,7 @@ def run(url: str, mode: Mode, rounds: int, data: tuple[np.ndarray, np.ndarray], 
             if not out.kill and version >= rounds // 2:
                 t_kill = time.monotonic()
                 os.kill(procs[VICTIM].pid, signal.SIGKILL)
-                close_s = _wait_close(obs, f"w{VICTIM}", t_kill, LEASE_S + 10, sample)
+                close_s = _wait_close(obs, f"w{VICTIM}", version, t_kill, LEASE_S + 10, sample)
                 out.kill = {"t": t_kill - t0, "version": version, "bytes": sent,
                             "close_s": close_s}  # fmt: skip
                 log(f"[{mode.key}] round {version}: SIGKILL w{VICTIM}; the round waiting for"
