@@ -4,14 +4,15 @@ one of them dies halfway.
 The digits MLP (64-64-10, torch) is trained by 4 worker processes three ways, each on its
 own elastic sync session (workers 4, min_workers 2, worker_lease_s 2, round_timeout_s 10):
 
-  sync  sync data parallel: a round every step, float32 gradients, Adam (lr 3e-2) on the
+  sync  sync data parallel: a round every step, float32 gradients, Adam (lr 0.1) on the
         server - the baseline;
-  bf16  DiLoCo: 25 inner AdamW steps (lr 1e-2) per worker, then a round whose
+  bf16  DiLoCo: 25 inner AdamW steps (lr 0.01) per worker, then a round whose
         pseudo-gradient travels as bfloat16; the server runs SGD with Nesterov momentum
         (lr 0.7, momentum 0.9) as the outer optimizer;
   int8  the same with int8-block pseudo-gradients and error feedback.
 
-Both learning rates are the best of 3e-3, 1e-2 and 3e-2 after 1000 steps, a fair race.
+Both learning rates decay to 0 with a cosine over the run, from peaks that were the
+best after 1000 steps on a small grid (examples/_diloco.py): a fair race.
 
 Halfway through each run worker w3 gets SIGKILL: the round it was part of closes once its
 2 s lease runs out, and a new worker, w4, joins the running group from the current global
