@@ -52,6 +52,9 @@ python -m bench --quick
 step "sync rounds smoke run (python -m bench.rounds --quick)"
 python -m bench.rounds --quick
 
+step "DiLoCo benchmark smoke run (python -m bench.diloco --quick: kill, join, bytes)"
+python -m bench.diloco --quick
+
 # The SDKs in other languages start this interpreter's `optd serve` in their tests.
 export OPTD_PYTHON="$(command -v python)"
 

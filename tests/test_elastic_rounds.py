@@ -205,3 +205,36 @@ def test_a_process_whose_view_is_behind_still_joins_the_right_round(
     r = step(a, sid, "w2", [0.0, 4.0], base_version=1)
     assert r.status_code == 200 and r.json()["contributors"] == ["w1", "w2"], r.text
     np.testing.assert_array_equal(params(b, sid), [-2.0, -3.0])  # sgd lr 1: -(2) - (3)
+
+
+def test_join_leave_rejoin(client: TestClient) -> None:
+    sid = sync_session(client, workers=2, min_workers=1, worker_lease_s=60)
+    for w in ("a", "b"):
+        assert client.put(f"/v1/sessions/{sid}/workers/{w}").status_code == 200
+    assert step(client, sid, "b", [1.0, 1.0]).status_code == 202
+    assert step(client, sid, "a", [3.0, 3.0]).json()["contributors"] == ["a", "b"]
+    r = step(client, sid, "a", [2.0, 2.0])  # round 1: b is a live member, so it waits
+    assert r.status_code == 202 and r.json()["barrier"]["missing"] == ["b"], r.text
+    # b leaves: the round closes with a alone, and b is no member any more
+    assert client.delete(f"/v1/sessions/{sid}/workers/b").status_code == 204
+    listing = client.get(f"/v1/sessions/{sid}/workers").json()
+    assert [w["worker"] for w in listing["workers"]] == ["a"]
+    assert listing["round"]["version"] == 2
+    np.testing.assert_array_equal(params(client, sid), [-4.0, -4.0])  # -(1+3)/2 - 2
+    # b's gradient for the round that closed without it is refused and makes it no member
+    assert_problem(step(client, sid, "b", [5.0, 5.0], base_version=1), 409, "stale-gradient")
+    assert [w["worker"] for w in client.get(f"/v1/sessions/{sid}/workers").json()["workers"]] == [
+        "a"
+    ]
+    # b rejoins: it is told the version to compute on, starts counting afresh, is waited for
+    r = client.put(f"/v1/sessions/{sid}/workers/b")
+    assert r.status_code == 200 and r.json()["version"] == 2, r.text
+    rows = {w["worker"]: w for w in client.get(f"/v1/sessions/{sid}/workers").json()["workers"]}
+    assert rows["b"]["live"] and rows["b"]["rounds"] == 0 and rows["b"]["last_version"] is None
+    r = step(client, sid, "a", [1.0, 1.0], base_version=2)
+    assert r.status_code == 202 and r.json()["barrier"]["missing"] == ["b"], r.text
+    r = step(client, sid, "b", [3.0, 3.0], base_version=2)
+    assert r.status_code == 200 and r.json()["contributors"] == ["a", "b"], r.text
+    np.testing.assert_array_equal(params(client, sid), [-6.0, -6.0])
+    rows = {w["worker"]: w for w in client.get(f"/v1/sessions/{sid}/workers").json()["workers"]}
+    assert (rows["a"]["rounds"], rows["b"]["rounds"], rows["b"]["last_version"]) == (3, 1, 2)

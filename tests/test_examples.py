@@ -114,3 +114,22 @@ def test_multi_worker(tmp_path: Path, server_url: str) -> None:
     summary, _ = run_example("multi_worker", tmp_path, "--url", server_url, "--steps", "24")
     assert_loss_went_down(summary)
     assert set(summary["final"]) == {"1", "4"}
+
+
+def test_diloco(tmp_path: Path, server_url: str) -> None:
+    summary, stdout = run_example("diloco", tmp_path, "--url", server_url, "--quick")
+    assert_loss_went_down(summary)
+    runs = summary["runs"]
+    assert set(runs) == {"sync", "bf16", "int8"}
+    for key, r in runs.items():
+        # halfway, w3 was killed and the round that waited for it closed (its lease ran out)
+        assert r["kill"]["close_s"] > 0 and r["kill"]["version"] >= r["rounds"] // 2, key
+        assert f"[{key}] round {r['kill']['version']}: SIGKILL w3" in stdout
+        # the spare w4 joined; joining before the last round, it was waited for (rule 2)
+        assert "t" in r["join"], key
+        if r["join"]["version"] < r["rounds"]:
+            assert r["join"]["first_s"] > 0 and f"[{key}] w4 joined" in stdout, key
+        assert r["final_loss"] < summary["initial_loss"] / 5, key
+    # a round every 25 steps, half or a quarter of the bytes each: far fewer bytes
+    assert runs["bf16"]["fewer_bytes_than_sync"] > 20
+    assert runs["int8"]["fewer_bytes_than_sync"] > 40
