@@ -64,8 +64,11 @@ def pair(request: pytest.FixtureRequest) -> Iterator[list[str]]:
 
 
 def test_lease_one_holder_among_racers(make_store: Callable[..., SessionStore]) -> None:
-    a, b = make_store(), make_store()
+    a = make_store()
+    b = a if isinstance(a, MemoryStore) else make_store()  # two clients of one store
     sid = "owned-session-1"
+    assert run(a.owner_claim(sid, "http://p0 0", 2000)) == ("", 0)  # no session, no owner
+    run(a.create(sid, b"{}", {"param": np.zeros(2, dtype=np.float32)}, {}))
 
     async def race() -> list[tuple[str, int]]:
         claims = [s.owner_claim(sid, f"http://p{i} {i}", 2000) for i in range(8) for s in (a, b)]
@@ -81,6 +84,8 @@ def test_lease_one_holder_among_racers(make_store: Callable[..., SessionStore]) 
     assert run(a.owner_claim(sid, "http://other x", 2000))[0] == winner
     run(a.owner_release(sid, winner))
     assert run(a.owner_claim(sid, "http://other x", 2000)) == ("http://other x", 2000)
+    assert run(a.delete(sid))  # the lease goes with the session
+    assert run(b.owner_claim(sid, "http://p1 1", 2000)) == ("", 0)
 
 
 def test_modes_and_urls() -> None:
@@ -94,7 +99,9 @@ def test_modes_and_urls() -> None:
 
 
 def test_memory_store_owns_everything() -> None:
-    owners = Owners(MemoryStore(), Settings(owners="redirect", port=9001))
+    store = MemoryStore()
+    run(store.create("s1", b"{}", {"param": np.zeros(2, dtype=np.float32)}, {}))
+    owners = Owners(store, Settings(owners="redirect", port=9001))
     assert owners.enabled
     assert run(owners.owner("s1")) is None and run(owners.owner("s1")) is None
     assert owners.claims == 1

@@ -177,6 +177,7 @@ class Engine:
     async def delete_session(self, sid: str, caller: Caller) -> None:
         await sessions.delete(self.txn, sid, caller)
         self._rounds.forget(sid)  # a session recreated under this id starts afresh here
+        self.owners.forget(sid)
 
     # --- steps ---
 

@@ -119,6 +119,9 @@ class Owners:
         except Problem as exc:  # store trouble: serve here, the request will tell
             log.debug("owner claim for %s failed: %s", sid, exc)
             return None
+        if not holder:  # no such session (yet): nothing to own, serve here
+            self._leases.pop(sid, None)
+            return None
         mine = holder == self.me
         lease = Lease(holder.partition(" ")[0], mine, t0 + max(0, left_ms) / 1000)
         lease.renew_at = t0 + left_ms / 2000 if mine else lease.until
@@ -129,6 +132,10 @@ class Owners:
             self._leases = {s: v for s, v in self._leases.items() if v.until > t0}
         self._leases[sid] = lease
         return lease
+
+    def forget(self, sid: str) -> None:
+        """The session was deleted here (its lease went with it in the store)."""
+        self._leases.pop(sid, None)
 
     async def _renew(self, sid: str) -> None:
         lease = await self._claim(sid)

@@ -236,8 +236,9 @@ class Coordination(Protocol):
     async def owner_claim(self, sid: str, me: str, ttl_ms: int) -> tuple[str, int]:
         """The session's owner lease (DESIGN §4 "Session owners"), atomically: free or held
         by `me` -> held by `me` for `ttl_ms` more; held by another -> unchanged. Returns
-        (holder, milliseconds it holds it for). Claims and renews alike; a performance
-        device only (commits stay compare-and-set on the version)."""
+        (holder, milliseconds it holds it for); ("", 0) for a session that does not exist
+        (no lease is taken). Claims and renews alike; a performance device only (commits
+        stay compare-and-set on the version)."""
 
     async def owner_release(self, sid: str, me: str) -> None:
         """Drop the lease if `me` holds it (a process stopping hands its sessions over)."""

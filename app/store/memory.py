@@ -111,9 +111,21 @@ class MemoryStore(MemoryIdempotency, MemoryTenants, MemoryRounds, MemoryOwners):
 
     def _drop(self, sid: str) -> None:
         del self._sessions[sid]
+        self._owners.pop(sid, None)  # the lease goes with the session, as on Redis
         i = bisect.bisect_left(self._order, sid)
         if i < len(self._order) and self._order[i] == sid:
             del self._order[i]
+
+    async def owner_claim(self, sid: str, me: str, ttl_ms: int) -> tuple[str, int]:
+        if self._get_or_none(sid) is None:
+            return "", 0  # no session, no owner (as owner.lua)
+        return await MemoryOwners.owner_claim(self, sid, me, ttl_ms)
+
+    def _get_or_none(self, sid: str) -> _Session | None:
+        try:
+            return self._get(sid)  # (drops an expired session)
+        except NotFound:
+            return None
 
     async def ping(self) -> None:
         return None

@@ -78,7 +78,8 @@ class RedisCoordination(RedisConn):
         await self._run("compare_del", [keys.lock_key(sid)], [token])
 
     async def owner_claim(self, sid: str, me: str, ttl_ms: int) -> tuple[str, int]:
-        holder, left = await self._run("owner", [keys.owner_key(sid)], [me, ttl_ms])
+        keys_ = [keys.owner_key(sid), keys.meta_key(sid)]
+        holder, left = await self._run("owner", keys_, [me, ttl_ms])
         return _text(holder), int(left)
 
     async def owner_release(self, sid: str, me: str) -> None:

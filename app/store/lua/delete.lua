@@ -26,6 +26,6 @@ end
 local version = tonumber(redis.call('HGET', KEYS[1], 'version'))
 redis.call('UNLINK', prefix .. 'barrier:' .. version, prefix .. 'barrier:' .. (version - 1),
   prefix .. 'rounds', prefix .. 'members', prefix .. 'hist', prefix .. 'hist:tail',
-  prefix .. 'hist:stride', prefix .. 'hist:acct')
+  prefix .. 'hist:stride', prefix .. 'hist:acct', prefix .. 'owner')
 redis.call('UNLINK', KEYS[1])
 return 1
