@@ -1,4 +1,5 @@
-"""A private 6-node Redis Cluster (3 masters, 3 replicas) for bench/cluster/run.py.
+"""A private Redis Cluster (by default 3 masters, 3 replicas) for bench/cluster/run.py and
+bench/faults.
 
 Benchmarks do not import from tests/, so this is the least start-up an operator would do:
 six `redis-server --cluster-enabled yes` on free loopback ports (each with its cluster bus
@@ -55,8 +56,15 @@ def _cli(port: int, *args: str) -> str:
 
 
 class Cluster:
-    def __init__(self, masters: int = 3) -> None:
-        self.size = masters * 2
+    """`masters` masters with `replicas` replicas each (bench.faults uses 2, so a shard
+    keeps a replica after its master fails over)."""
+
+    def __init__(
+        self, masters: int = 3, replicas: int = 1, node_timeout_ms: int = NODE_TIMEOUT_MS
+    ) -> None:
+        self.n_masters, self.replicas = masters, replicas
+        self.size = masters * (1 + replicas)
+        self.node_timeout_ms = node_timeout_ms
         self.nodes: list[h.Proc] = []
         self.dirs: list[Path] = []
 
@@ -80,7 +88,7 @@ class Cluster:
                 binary, "--port", str(port), "--bind", h.HOST, "--dir", str(d),
                 "--save", "", "--appendonly", "no", "--loglevel", "warning",
                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+                "--cluster-node-timeout", str(self.node_timeout_ms),
                 "--repl-diskless-sync-delay", "0",  # replicas sync at once, not after 5 s
             ]  # fmt: skip
             self.nodes.append(h.Proc(f"redis-cluster{i}", argv, h.base_env(), port))
@@ -89,7 +97,8 @@ class Cluster:
         cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
         addrs = [f"{h.HOST}:{n.port}" for n in self.nodes]
         done = subprocess.run(
-            [cli, "--cluster", "create", *addrs, "--cluster-replicas", "1", "--cluster-yes"],
+            [cli, "--cluster", "create", *addrs, "--cluster-replicas", str(self.replicas),
+             "--cluster-yes"],
             capture_output=True, text=True, timeout=timeout, check=False,
         )  # fmt: skip
         if done.returncode != 0:
@@ -107,13 +116,14 @@ class Cluster:
             ok = all("cluster_state:ok" in i for i in infos)
             known = all(f"cluster_known_nodes:{self.size}" in i for i in infos)
             replicas = [r for r in repl if "role:slave" in r]
-            synced = len(replicas) == self.size // 2 and all(
+            n_replicas = self.size - self.n_masters
+            synced = len(replicas) == n_replicas and all(
                 "master_link_status:up" in r for r in replicas
             )
             views = [_cli(n.port, "CLUSTER", "NODES") for n in self.nodes]
-            agreed = all(  # every node sees 3 masters and 3 replicas (gossip has settled)
-                v.count(" master ") + v.count(",master ") == self.size // 2
-                and v.count(" slave ") + v.count(",slave ") == self.size // 2
+            agreed = all(  # every node sees every master and replica (gossip has settled)
+                v.count(" master ") + v.count(",master ") == self.n_masters
+                and v.count(" slave ") + v.count(",slave ") == n_replicas
                 for v in views
             )
             if ok and known and synced and agreed:
