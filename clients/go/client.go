@@ -208,20 +208,9 @@ func (c *Client) tensorBody(tensors Tensors, key string, fields map[string]any) 
 	if c.json {
 		return jsonBody(fields, key, tensors)
 	}
-	var meta map[string]string
-	for k, v := range fields {
-		if meta == nil {
-			meta = map[string]string{}
-		}
-		if s, ok := v.(string); ok {
-			meta[k] = s
-		} else {
-			b, err := json.Marshal(v)
-			if err != nil {
-				return nil, err
-			}
-			meta[k] = string(b)
-		}
+	meta, err := metadataFields(nil, fields)
+	if err != nil {
+		return nil, err
 	}
 	return EncodeSafetensors(Safetensors{Tensors: tensors, Metadata: meta})
 }
@@ -260,4 +249,24 @@ func newKey() string {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+// metadataFields adds scalar fields to a safetensors __metadata__ map (nil: a new one,
+// or none when there are no fields): strings as they are, anything else as JSON.
+func metadataFields(meta map[string]string, fields map[string]any) (map[string]string, error) {
+	for k, v := range fields {
+		if meta == nil {
+			meta = map[string]string{}
+		}
+		if s, ok := v.(string); ok {
+			meta[k] = s
+			continue
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, err
+		}
+		meta[k] = string(b)
+	}
+	return meta, nil
 }

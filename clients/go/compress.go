@@ -1,7 +1,6 @@
 package optd
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
 	"sort"
@@ -184,17 +183,9 @@ func (c *Client) gradBody(grads Tensors, fields map[string]any, opts StepOptions
 		}
 		return c.tensorBody(tensors, "grads", fields)
 	}
-	meta := quant
-	for k, v := range fields {
-		if s, ok := v.(string); ok {
-			meta[k] = s
-		} else {
-			b, err := json.Marshal(v)
-			if err != nil {
-				return nil, err
-			}
-			meta[k] = string(b)
-		}
+	meta, err := metadataFields(quant, fields)
+	if err != nil {
+		return nil, err
 	}
 	return EncodeSafetensors(Safetensors{Tensors: tensors, Order: wideFirst(tensors), Metadata: meta})
 }
