@@ -186,12 +186,7 @@ def main() -> None:
         lat, loads, SECTION, quick=args.quick, rounds=rounds, load_sizes=load_sizes,
         lat_sizes=lat_sizes, redis=h.redis_version(), others=others, code=code,
     )  # fmt: skip
-    print()
-    print(text)
-    print(f"total {time.monotonic() - t_start:.1f} s")
-    if write:
-        rep.write_section(text, SECTION)
-        print(f"wrote {rep.RESULTS.relative_to(h.ROOT)}")
+    rep.finish(text, SECTION, t_start, write)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import datetime
 import math
 import os
 import platform
+import time
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,17 @@ def machine(redis: str, others: float) -> str:
         "The client and every server share these cores; processes other than the "
         f"benchmark's used {others:.2f} cores on average while it measured."
     )
+
+
+def finish(text: str, section: str, started: float, write: bool) -> None:
+    """The end of every benchmark's run: its section printed, the total time (`started`:
+    time.monotonic() at the start), and the section written to RESULTS.md if asked."""
+    print()
+    print(text)
+    print(f"total {time.monotonic() - started:.1f} s")
+    if write:
+        write_section(text, section)
+        print(f"wrote {RESULTS.relative_to(h.ROOT)}")
 
 
 def write_section(body: str, section: str) -> None:

@@ -91,12 +91,7 @@ def main() -> None:
     print("cluster master killed under load", flush=True)
     fo = master_kill(12 if args.quick else 30, NODE_TIMEOUT_MS, 2.0 if args.quick else 4.0)
     text = render(kills, fo, args.quick, noise.other_cores(), code)
-    print()
-    print(text)
-    print(f"total {time.monotonic() - t0:.1f} s")
-    if args.write:
-        rep.write_section(text, SECTION)
-        print(f"wrote {rep.RESULTS.relative_to(h.ROOT)}")
+    rep.finish(text, SECTION, t0, args.write)
 
 
 if __name__ == "__main__":

@@ -152,12 +152,7 @@ def main() -> None:
         for p in reversed(procs):
             p.stop()
     text = render(rates, lats, cpu, rounds, seconds, h.redis_version(), others, code)
-    print()
-    print(text)
-    print(f"total {time.monotonic() - t_start:.1f} s")
-    if write:
-        rep.write_section(text, SECTION)
-        print(f"wrote {rep.RESULTS.relative_to(h.ROOT)}")
+    rep.finish(text, SECTION, t_start, write)
 
 
 def _description() -> str:

@@ -235,12 +235,7 @@ def main() -> None:
         cells, conc, skipped_json, goals(cells, conc),
         quick=args.quick, redis=h.redis_version(), others=others,
     )  # fmt: skip
-    print()
-    print(text)
-    print(f"total {time.monotonic() - t_start:.1f} s")
-    if write:
-        rep.write_section(text, srep.SECTION)
-        print(f"wrote {rep.RESULTS.relative_to(h.ROOT)}")
+    rep.finish(text, srep.SECTION, t_start, write)
 
 
 if __name__ == "__main__":
