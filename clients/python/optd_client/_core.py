@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import httpx
 
-from optd_client import _wire
+from optd_client import _compress, _wire
 from optd_client._owners import Owners
 from optd_client._retry import Flow, RetryPolicy, exchange
 from optd_client._session import Wire
@@ -22,7 +22,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 ELASTIC_KEYS = frozenset({"workers", "min_workers", "round_timeout_s", "worker_lease_s"})
 CREATE_KEYS = frozenset(
     {"dtype", "schedule", "max_grad_norm", "check_finite", "groups", "mode"}
-    | {"max_staleness", "staleness_lr", "labels", "ttl_s"}
+    | {"max_staleness", "staleness_lr", "labels", "ttl_s", "shards"}
     | ELASTIC_KEYS
 )
 PATCH_KEYS = frozenset(
@@ -125,6 +125,25 @@ class CoreBase:
             }
             return _wire.encode_safetensors(tensors, meta)
         return _wire.dumps({**fields, key: _wire.encode_json_tensors(tensors)})
+
+    def grads_body(
+        self,
+        arrays: Mapping[str, Array],
+        fields: Mapping[str, Any],
+        grad_dtype: _compress.GradDtype,
+        block: int,
+    ) -> bytes:
+        """A step (or prepare) body of gradients sent as `grad_dtype` (DESIGN §3)."""
+        if grad_dtype == "float32" or (self.wire == "json" and grad_dtype == "bfloat16"):
+            if grad_dtype == "bfloat16":  # JSON: the values rounded, named bfloat16
+                arrays = {k: _compress.bfloat16_round(v) for k, v in arrays.items()}
+            body = self._tensor_body(arrays, "grads", **fields)
+            if grad_dtype == "bfloat16":
+                body = body.replace(b'"dtype":"float32"', b'"dtype":"bfloat16"')
+            return body
+        if self.wire == "json":
+            raise ValueError("int8 gradients travel as safetensors only (wire='safetensors')")
+        return _compress.encode(arrays, grad_dtype, fields, block)
 
     def _tensors(
         self, response: httpx.Response, key: str

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from optd_client import _compress, _wire
+from optd_client import _compress, _sharded, _wire
 from optd_client._core import (
     CREATE_KEYS,
     PATCH_KEYS,
@@ -24,8 +24,14 @@ from optd_client._core import (
 )
 from optd_client._retry import Flow, Sleep, exchange
 from optd_client._session import SessionState
-from optd_client.errors import BarrierTimeoutError
+from optd_client._shards import layout_of
+from optd_client.errors import BarrierTimeoutError, ConflictError, OptdError
 from optd_client.types import Checkpoint, StepInfo
+
+
+def _names_shards(exc: ConflictError) -> bool:
+    """A 409 of a sharded session's own id, which names its shard sessions."""
+    return exc.slug == "conflict" and ("shards" in exc.problem or "shard" in exc.detail.lower())
 
 
 class Core(CoreBase):
@@ -49,11 +55,14 @@ class Core(CoreBase):
             "POST", "/v1/sessions", content=body, content_type=self.tensor_type, headers=key
         )
         info: dict[str, Any] = yield from self._run_json(req)
+        if (int_or_none(config.get("shards")) or 1) > 1 and not info.get("shards"):
+            info = yield from self._run_json(self.request("GET", self._path(str(info["id"]))))
         return info
 
     def info(self, s: SessionState) -> Flow[dict[str, Any]]:
         info: dict[str, Any] = yield from self._run_json(self.request("GET", self._path(s.id)))
         s.version = int_or_none(info.get("version"))
+        s.layout = layout_of(info)
         return info
 
     def list_page(
@@ -126,6 +135,9 @@ class Core(CoreBase):
     ) -> Flow[dict[str, Array]]:
         arrays = _wire.as_arrays(grads, "grads")
         worker = worker if worker is not None else s.worker
+        sharded = (s, arrays, worker, loss, grad_dtype, params_dtype, block)
+        if s.layout is not None:  # DESIGN §3 "Sharded sessions"
+            return (yield from _sharded.step(self, *sharded))
         headers = {"idempotency-key": str(uuid.uuid4())}
         if params_dtype != "float32":
             headers["optd-response-dtype"] = params_dtype
@@ -143,16 +155,7 @@ class Core(CoreBase):
         else:
             opts = {"base_version": base_version, "worker": worker, "loss": loss}
             fields = {k: v for k, v in opts.items() if v is not None}
-        if grad_dtype == "float32" or (self.wire == "json" and grad_dtype == "bfloat16"):
-            if grad_dtype == "bfloat16":  # JSON: the values rounded, named bfloat16
-                arrays = {k: _compress.bfloat16_round(v) for k, v in arrays.items()}
-            body = self._tensor_body(arrays, "grads", **fields)
-            if grad_dtype == "bfloat16":
-                body = body.replace(b'"dtype":"float32"', b'"dtype":"bfloat16"')
-        elif self.wire == "json":
-            raise ValueError("int8 gradients travel as safetensors only (wire='safetensors')")
-        else:
-            body = _compress.encode(arrays, grad_dtype, fields, block)
+        body = self.grads_body(arrays, fields, grad_dtype, block)
         s.sent += len(body)
         query = {"wait": float(wait)} if wait is not None else None
         req = self.request(
@@ -160,7 +163,12 @@ class Core(CoreBase):
             content_type=self.tensor_type, accept=self.tensor_type, headers=headers,
             wait=wait or 0.0,
         )  # fmt: skip
-        response = yield from exchange(self.policy, req, self.owners)
+        try:
+            response = yield from exchange(self.policy, req, self.owners)
+        except ConflictError as exc:  # a sharded session's own id refuses steps
+            if not _names_shards(exc) or not (yield from self._learn_layout(s)):
+                raise
+            return (yield from _sharded.step(self, *sharded))
         s.received += len(response.content)
         if response.status_code == 202:
             barrier = response.json().get("barrier") or {}
@@ -179,6 +187,14 @@ class Core(CoreBase):
             replayed=response.headers.get("idempotent-replayed", "").lower() == "true",
         )
         return params
+
+    def _learn_layout(self, s: SessionState) -> Flow[bool]:
+        """Whether the session turns out to be sharded (a handle made without its info)."""
+        try:
+            yield from self.info(s)
+        except OptdError:
+            return False
+        return s.layout is not None
 
     def _await_barrier(
         self, s: SessionState, barrier: dict[str, Any], params_dtype: str = "float32"

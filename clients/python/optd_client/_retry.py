@@ -1,8 +1,9 @@
 """The retry policy and the one exchange loop every request goes through, without I/O.
 
 Requests are generators ("flows") that yield `Send(request)` and `Sleep(seconds)` and
-receive an `httpx.Response` (or the `httpx.TransportError` the send raised) back; the
-sync and async clients only execute those operations. So what is retried, how long to
+receive an `httpx.Response` (or the `httpx.TransportError` the send raised) back, or
+`Gather(flows)` and receive the flows' results; the sync and async clients only
+execute those operations. So what is retried, how long to
 wait and which exception a failure becomes are decided here, once.
 """
 
@@ -18,6 +19,7 @@ import httpx
 
 from optd_client._owners import OWNER_GONE, Owners
 from optd_client.errors import (
+    OptdError,
     RedirectLoopError,
     TransportError,
     error_from_response,
@@ -38,7 +40,15 @@ class Sleep:
     seconds: float
 
 
-Op = Send | Sleep
+@dataclass(frozen=True)
+class Gather:
+    """Run these flows concurrently (threads or asyncio tasks); the answer is the list of
+    their results in order. The flows must not raise (wrap them in `catch`) nor gather."""
+
+    flows: tuple[Generator[Any, Any, Any], ...]
+
+
+Op = Send | Sleep | Gather
 Flow = Generator[Op, Any, T]
 
 _IN_FLIGHT = re.compile(r"in[ -]?flight|in progress|still running|being processed", re.I)
@@ -89,6 +99,14 @@ class RetryPolicy:
         if retry_after is not None:
             return min(retry_after, self.max_retry_after) + self.rng.uniform(0.0, self.backoff)
         return self.jitter(attempt)
+
+
+def catch(flow: Flow[T]) -> Flow[T | OptdError]:
+    """`flow`, its `OptdError` returned instead of raised (for `Gather`)."""
+    try:
+        return (yield from flow)
+    except OptdError as exc:
+        return exc
 
 
 def exchange(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal, TypedDict
 from urllib.parse import quote
 
+from optd_client._shards import Layout, Pending
 from optd_client.types import StepInfo
 
 Wire = Literal["safetensors", "json"]
@@ -23,6 +24,10 @@ class SessionState:
     sent: int = 0
     """Bytes of step bodies this handle sent, and of step and params answers it got."""
     received: int = 0
+    layout: Layout | None = None
+    """The shards of a sharded session (from its info), None if unsharded or unknown."""
+    pending: Pending | None = None
+    """A sharded step of this handle not finished on every shard (see `_sharded`)."""
 
 
 class SessionBase:

@@ -10,8 +10,9 @@ import httpx
 
 from optd_client._core import Array
 from optd_client._flows import Core
-from optd_client._retry import Flow, Sleep
+from optd_client._retry import Flow, Gather, Sleep
 from optd_client._session import ClientOptions, SessionBase
+from optd_client._shards import layout_of
 from optd_client.types import Checkpoint
 
 T = TypeVar("T")
@@ -53,13 +54,21 @@ class AsyncClient:
                 await self._sleep(op.seconds)
                 result = None
                 continue
+            if isinstance(op, Gather):
+                result = list(await asyncio.gather(*(self._run(f) for f in op.flows)))
+                continue
             try:
                 result = await self._http.send(op.request)
             except httpx.TransportError as exc:
                 result = exc
 
     async def create_session(
-        self, optimizer: str, params: Mapping[str, Any], **options: Any
+        self,
+        optimizer: str,
+        params: Mapping[str, Any],
+        *,
+        shards: int | None = None,
+        **options: Any,
     ) -> AsyncSession:
         """Create a session with initial `params` ({name: array}).
 
@@ -67,10 +76,17 @@ class AsyncClient:
         `mode`, `workers`, `max_staleness`, `staleness_lr`, `labels`, `ttl_s` configure
         the session; every other one is a hyperparameter in torch's naming (`lr=1e-3`,
         `betas=(0.9, 0.999)`, `weight_decay=...`), as is a `hyperparams={...}` mapping.
+
+        `shards=K` (2-64, async mode) spreads the session over K shard sessions that API
+        processes serve in parallel; `step()` then runs the two-phase sharded step
+        (DESIGN §3 "Sharded sessions") and `params()` answers whole tensors.
         """
+        if shards is not None:
+            options = {**options, "shards": shards}
         info = await self._run(self._core.create(optimizer, params, options))
         session = AsyncSession(self, str(info["id"]))
         session._s.version = int(info.get("version", 0))
+        session._s.layout = layout_of(info)
         return session
 
     def session(self, session_id: str, *, worker: str | None = None) -> AsyncSession:

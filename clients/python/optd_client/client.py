@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, Unpack
 
 import httpx
@@ -11,8 +13,9 @@ import httpx
 from optd_client._compress import DEFAULT_BLOCK, GradDtype
 from optd_client._core import Array
 from optd_client._flows import Core
-from optd_client._retry import Flow, Sleep
+from optd_client._retry import Flow, Gather, Sleep
 from optd_client._session import ClientOptions, SessionBase
+from optd_client._shards import layout_of
 from optd_client.types import Checkpoint
 
 T = TypeVar("T")
@@ -37,6 +40,8 @@ class Client:
         self._core = Core(url, **options)
         self._http = httpx.Client(transport=transport, timeout=self._core.timeout)
         self._sleep = time.sleep
+        self._pool: ThreadPoolExecutor | None = None  # a sharded step's parallel requests
+        self._pool_lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -54,22 +59,49 @@ class Client:
                 self._sleep(op.seconds)
                 result = None
                 continue
+            if isinstance(op, Gather):
+                result = self._gather(op.flows)
+                continue
             try:
                 result = self._http.send(op.request)
             except httpx.TransportError as exc:
                 result = exc
 
-    def create_session(self, optimizer: str, params: Mapping[str, Any], **options: Any) -> Session:
+    def _gather(self, flows: Sequence[Flow[Any]]) -> list[Any]:
+        if len(flows) <= 1:
+            return [self._run(flow) for flow in flows]
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="optd")
+            pool = self._pool
+        futures = [pool.submit(self._run, flow) for flow in flows]
+        return [future.result() for future in futures]
+
+    def create_session(
+        self,
+        optimizer: str,
+        params: Mapping[str, Any],
+        *,
+        shards: int | None = None,
+        **options: Any,
+    ) -> Session:
         """Create a session with initial `params` ({name: array}).
 
         Keyword arguments `dtype`, `schedule`, `max_grad_norm`, `check_finite`, `groups`,
         `mode`, `workers`, `max_staleness`, `staleness_lr`, `labels`, `ttl_s` configure
         the session; every other one is a hyperparameter in torch's naming (`lr=1e-3`,
         `betas=(0.9, 0.999)`, `weight_decay=...`), as is a `hyperparams={...}` mapping.
+
+        `shards=K` (2-64, async mode) spreads the session over K shard sessions that API
+        processes serve in parallel; `step()` then runs the two-phase sharded step
+        (DESIGN §3 "Sharded sessions") and `params()` answers whole tensors.
         """
+        if shards is not None:
+            options = {**options, "shards": shards}
         info = self._run(self._core.create(optimizer, params, options))
         session = Session(self, str(info["id"]))
         session._s.version = int(info.get("version", 0))
+        session._s.layout = layout_of(info)
         return session
 
     def session(self, session_id: str, *, worker: str | None = None) -> Session:
@@ -92,6 +124,8 @@ class Client:
         return self._run(self._core.optimizers())
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
         self._http.close()
 
     def __enter__(self) -> Client:

@@ -71,6 +71,13 @@ class ConflictError(OptdError):
     slug = "conflict"
 
 
+class PrepareExpiredError(ConflictError):
+    """A sharded step's commit named a prepared gradient its shard no longer holds (it
+    expired, or the shard's owner changed). The SDK prepares that shard again itself."""
+
+    slug = "prepare-expired"
+
+
 class PreconditionFailedError(OptdError):
     slug = "precondition-failed"
 
@@ -126,6 +133,15 @@ class BarrierTimeoutError(OptdError):
     slug = "barrier-timeout"
 
 
+class ShardsDivergedError(OptdError):
+    """A sharded session's shards stayed at different versions: another client's step
+    was between its commits for longer than the SDK waits (10 s), or it died there and
+    left the session half-applied (DESIGN §3 "Sharded sessions": restore the shards from
+    checkpoints). `problem["versions"]` holds the shards' versions last seen."""
+
+    slug = "shards-diverged"
+
+
 PROBLEM_CLASSES: dict[str, type[OptdError]] = {
     cls.slug: cls
     for cls in (
@@ -135,6 +151,7 @@ PROBLEM_CLASSES: dict[str, type[OptdError]] = {
         NotAcceptableError,
         StaleGradientError,
         ConflictError,
+        PrepareExpiredError,
         PreconditionFailedError,
         TooLargeError,
         UnsupportedMediaTypeError,

@@ -16,7 +16,8 @@ PUBLIC = {
     "StaleGradientError", "ConflictError", "PreconditionFailedError", "TooLargeError",
     "UnsupportedMediaTypeError", "InvalidTensorError", "InvalidConfigError",
     "IdempotencyMismatchError", "PreconditionRequiredError", "RateLimitedError",
-    "StoreUnavailableError", "RedirectLoopError", "__version__",
+    "StoreUnavailableError", "RedirectLoopError", "PrepareExpiredError",
+    "ShardsDivergedError", "__version__",
 }  # fmt: skip
 
 
