@@ -29,9 +29,10 @@ from optd_client.errors import BarrierTimeoutError, ConflictError, OptdError
 from optd_client.types import Checkpoint, StepInfo
 
 
-def _names_shards(exc: ConflictError) -> bool:
+def _names_shards(exc: ConflictError, sid: str) -> bool:
     """A 409 of a sharded session's own id, which names its shard sessions."""
-    return exc.slug == "conflict" and ("shards" in exc.problem or "shard" in exc.detail.lower())
+    named = "shards" in exc.problem or "shard" in exc.detail.lower() or f"{sid}-s0" in exc.detail
+    return exc.slug == "conflict" and named
 
 
 class Core(CoreBase):
@@ -166,7 +167,7 @@ class Core(CoreBase):
         try:
             response = yield from exchange(self.policy, req, self.owners)
         except ConflictError as exc:  # a sharded session's own id refuses steps
-            if not _names_shards(exc) or not (yield from self._learn_layout(s)):
+            if not _names_shards(exc, s.id) or not (yield from self._learn_layout(s)):
                 raise
             return (yield from _sharded.step(self, *sharded))
         s.received += len(response.content)

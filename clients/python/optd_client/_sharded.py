@@ -45,6 +45,8 @@ from optd_client.types import StepInfo
 
 DIVERGED_WAIT_S = 10.0
 """How long the shards' versions may differ (another client between its commits)."""
+EMPTY_PART = b'{"grads":{}}'
+"""The prepare body of a shard none of whose tensors has a gradient (it commits too)."""
 MAX_REPREPARE = 5
 """`prepare-expired` answers in a row for one commit before it is an error."""
 
@@ -57,9 +59,8 @@ class Prepared:
 
 
 def _prepare(core: CoreBase, s: SessionState, shard: Shard, body: bytes) -> Flow[Prepared]:
-    req = core.request(
-        "POST", core._path(shard.id, "/prepare"), content=body, content_type=core.tensor_type
-    )
+    kind = _wire.JSON if body == EMPTY_PART else core.tensor_type
+    req = core.request("POST", core._path(shard.id, "/prepare"), content=body, content_type=kind)
     s.sent += len(body)
     response = yield from exchange(core.policy, req, core.owners)
     doc = response.json()
@@ -191,7 +192,7 @@ def step(
         if done is not None and retried:
             return done
     parts = split(layout, grads)
-    bodies = [core.grads_body(part, {}, grad_dtype, block) for part in parts]
+    bodies = [core.grads_body(p, {}, grad_dtype, block) if p else EMPTY_PART for p in parts]
     extra = {"loss": None if loss is None else float(loss), "worker": worker}
     extra = {k: v for k, v in extra.items() if v is not None}
     every = range(len(layout.shards))

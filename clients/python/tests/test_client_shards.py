@@ -298,3 +298,17 @@ def test_async_client_steps_a_sharded_session() -> None:
     out = asyncio.run(go())
     assert_same(out, expected([grads(i) for i in range(3)], clip=0.5))
     assert f.versions() == [3, 3, 3]
+
+
+def test_a_subset_of_the_tensors_commits_every_shard() -> None:
+    f = fake()
+    g = {"c": grads(0)["c"]}  # shard 0 holds none of it: prepared empty, committed too
+    with f.client() as client:
+        s = client.session("p")
+        s.info()
+        out = s.step(g)
+    assert f.versions() == [1, 1, 1] and sorted(out) == ["a", "b", "c", "d"]
+    first = next(r for r in f.requests if r.url.path == "/v1/sessions/p-s0/prepare")
+    assert first.content == b'{"grads":{}}' and first.headers["content-type"] == "application/json"
+    want = (PARAMS["c"] - np.float32(0.1) * g["c"]).astype(np.float32)
+    assert np.array_equal(out["c"], want) and np.array_equal(out["a"], PARAMS["a"])

@@ -187,8 +187,9 @@ def test_torch_adapter_on_a_sharded_session(server_url: str) -> None:
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(300, 256), torch.nn.Linear(256, 4))
         extra = {} if shards is None else {"shards": shards}
-        opt = RemoteOptimizer(model.named_parameters(), "adam", server_url, lr=1e-2, **extra)
+        opt = RemoteOptimizer(model.named_parameters(), server_url, "adam", lr=1e-2, **extra)
         x, y = torch.randn(16, 300, generator=torch.Generator().manual_seed(1)), torch.zeros(16, 4)
+        assert (opt.session._s.layout is not None) == (shards is not None)
         for _ in range(3):
             opt.zero_grad()
             torch.nn.functional.mse_loss(model(x), y).backward()
@@ -197,3 +198,36 @@ def test_torch_adapter_on_a_sharded_session(server_url: str) -> None:
         opt.session.delete()
     for n in results[0]:
         assert torch.equal(results[0][n], results[1][n]), n
+
+
+def test_two_api_processes_owners_per_shard() -> None:
+    """Two processes on one Redis: the shards' owner is the process that served them
+    first; a client of the other process is redirected per shard id and caches it, so
+    every commit reaches the process holding its prepared part (bit-identical result)."""
+    from conftest import start_redis, start_server
+
+    redis, redis_url = start_redis()
+    procs = [redis]
+    try:
+        urls = []
+        for _ in range(2):
+            proc, url = start_server({"OPTD_REDIS_URL": redis_url, "OPTD_OWNERS": "redirect"})
+            procs.append(proc)
+            urls.append(url)
+        params = make_params()
+        with Client(urls[0]) as a, Client(urls[1]) as b:
+            s = a.create_session("adam", params, shards=3, max_grad_norm=40.0, lr=0.01)
+            got = [s.step(make_grads(i, params)) for i in range(3)]
+            other = b.session(s.id)
+            other.info()
+            got += [other.step(make_grads(i, params)) for i in range(3, 6)]
+            for k in range(3):
+                assert b._core.owners.owner(f"{s.id}-s{k}") is not None
+            plain = a.create_session("adam", params, max_grad_norm=40.0, lr=0.01)
+            want = [plain.step(make_grads(i, params)) for i in range(6)]
+            for x, y in zip(got, want, strict=True):
+                assert_bitwise(x, y)
+            assert_bitwise(other.params(), plain.params())
+    finally:
+        for proc in procs:
+            proc.stop()
