@@ -140,7 +140,11 @@ class AsyncSession(SessionBase):
 
         In a sync-mode session `wait` bounds how long the server holds the request for
         the round (its default is 30 s); a round still open then is awaited with
-        long-polls on `GET .../params`, up to the client's `barrier_timeout`."""
+        long-polls on `GET .../params`, up to the client's `barrier_timeout`.
+
+        A sharded session (`create_session(shards=K)`) is stepped shard by shard in two
+        phases (see the README, "Sharded sessions"); `base_version` and `wait` do not
+        apply there."""
         flow = self._client._core.step(self._s, grads, base_version, worker, loss, wait)
         return await self._client._run(flow)
 

@@ -161,6 +161,10 @@ class Session(SessionBase):
         the round (its default is 30 s); a round still open then is awaited with
         long-polls on `GET .../params`, up to the client's `barrier_timeout`.
 
+        A sharded session (`create_session(shards=K)`) is stepped shard by shard in two
+        phases (see the README, "Sharded sessions"); `base_version` and `wait` do not
+        apply there.
+
         Fewer bytes (DESIGN §3): `grad_dtype="bfloat16"` sends the gradients rounded to
         bfloat16, `"int8"` quantized in blocks of `block` values with one scale each
         (safetensors wire only); `params_dtype="bfloat16"` asks for the parameters in
