@@ -190,7 +190,9 @@ def test_torch_adapter_on_a_sharded_session(server_url: str) -> None:
         opt = RemoteOptimizer(model.named_parameters(), server_url, "adam", lr=1e-2, **extra)
         x, y = torch.randn(16, 300, generator=torch.Generator().manual_seed(1)), torch.zeros(16, 4)
         assert (opt.session._s.layout is not None) == (shards is not None)
-        for _ in range(3):
+        for i in range(3):
+            if i == 2:  # a PATCH of the session, carried to every shard by the server
+                opt.param_groups[0]["lr"] = 5e-3
             opt.zero_grad()
             torch.nn.functional.mse_loss(model(x), y).backward()
             opt.step()
