@@ -152,8 +152,12 @@ def test_params_reads_of_a_sharded_session(server_url: str) -> None:
         assert_bitwise(session.params(min_version=1, wait=1.0), out)
         # a handle made without info learns the layout from its first step
         other = client.session(session.id)
-        other.step(make_grads(1, params))
+        prev = other.step(make_grads(1, params))
         assert other.version == 2 and other._s.layout is not None
+        # a subset of the tensors: the shards without any are prepared empty and commit too
+        out = other.step({"w": make_grads(2, params)["w"]})
+        assert sorted(out) == sorted(params) and np.array_equal(out["b"], prev["b"])
+        assert {sh["version"] for sh in other.info()["shards"]} == {3}
         session.delete()
 
 
