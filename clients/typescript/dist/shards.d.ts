@@ -1,0 +1,58 @@
+/**
+ * Sharded sessions (the server's DESIGN §3): a session created with `shards: K` keeps its
+ * parameters in K shard sessions `{id}-s{k}`. A step splits the gradient over them,
+ * prepares every shard, commits shard 0 and then the others, and assembles the result.
+ */
+import type { OptdClient } from "./client.js";
+import { type Tensors } from "./tensors.js";
+import type { SessionInfo, StepOptions, StepResult } from "./types.js";
+/** One shard session in the session info's `shards` list. */
+export interface ShardInfo {
+    id: string;
+    index: number;
+    /** Positions in the flat layout (the order of `params`). */
+    start: number;
+    stop: number;
+    version: number;
+    /** Pieces: element ranges of each tensor flattened row-major. */
+    tensors: {
+        name: string;
+        start: number;
+        stop: number;
+    }[];
+}
+/** What a sharded step needs to know: the shards and every tensor's full shape. */
+export interface ShardLayout {
+    shards: ShardInfo[];
+    shapes: Record<string, number[]>;
+}
+/** How long a step waits for the shards' versions to agree before it raises. */
+export declare const DIVERGENCE_WAIT_MS = 10000;
+/** The layout of a sharded session's info; null when the session is not sharded. */
+export declare function layoutOf(info: SessionInfo): ShardLayout | null;
+/** Each shard's part of `grads`: 1-D pieces (row-major slices) under the tensors' names. */
+export declare function splitGrads(layout: ShardLayout, grads: Tensors): Tensors[];
+/** Whole tensors from the shards' pieces (in layout order); a tensor with a piece
+ * missing (e.g. `onlyUpdated`) is left out. */
+export declare function assembleParts(layout: ShardLayout, parts: Tensors[]): Tensors;
+/** A step between its commits: kept on the session until every shard has committed. */
+export interface PendingCommit {
+    /** The step's Idempotency-Key (the caller's, or a fresh one). */
+    key: string;
+    version: number;
+    sumsq: unknown[];
+    parts: Tensors[];
+    tokens: string[];
+    /** Idempotency-Key of each shard's commit (a new one whenever its body changes). */
+    keys: string[];
+    answers: (StepResult | undefined)[];
+    options: StepOptions;
+    worker: string | undefined;
+}
+/** Commit the shards of `p` not yet committed: shard 0 first, then the others in parallel. */
+export declare function finishCommits(c: OptdClient, layout: ShardLayout, p: PendingCommit): Promise<StepResult>;
+/**
+ * One sharded step. `hold` is called with the step once shard 0 may have applied it
+ * (and with undefined once every shard has), so that a failed step can be finished.
+ */
+export declare function shardedStep(c: OptdClient, layout: ShardLayout, grads: Tensors, options: StepOptions, worker: string | undefined, hold: (p: PendingCommit | undefined) => void): Promise<StepResult>;
