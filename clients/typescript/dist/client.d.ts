@@ -17,6 +17,7 @@ export declare class OptdClient {
     readonly wire: Wire;
     readonly barrierTimeoutMs: number;
     readonly pollWaitS: number;
+    readonly shardWaitMs: number;
     /** @internal */
     readonly http: Http;
     constructor(options?: ClientOptions);

@@ -78,6 +78,7 @@ export class OptdClient {
     wire;
     barrierTimeoutMs;
     pollWaitS;
+    shardWaitMs;
     /** @internal */
     http;
     constructor(options = {}) {
@@ -90,6 +91,7 @@ export class OptdClient {
         this.wire = wire;
         this.barrierTimeoutMs = options.barrierTimeoutMs ?? 600_000;
         this.pollWaitS = options.pollWaitS ?? 30;
+        this.shardWaitMs = options.shardWaitMs ?? 10_000;
         const headers = { ...(options.headers ?? {}) };
         if (options.apiKey)
             headers.authorization = `Bearer ${options.apiKey}`;

@@ -41,7 +41,8 @@ export class Session {
         if (this.pending !== undefined && this.layout) {
             const p = this.pending;
             const result = await finishCommits(this.client, this.layout, p);
-            this.pending = undefined;
+            if (this.pending === p)
+                this.pending = undefined;
             this.done(result);
             if (options.idempotencyKey !== undefined && options.idempotencyKey === p.key)
                 return result;
@@ -60,7 +61,13 @@ export class Session {
         }
         if (!this.layout)
             return this.plainStep(tensors, options, worker);
-        const result = await shardedStep(this.client, this.layout, tensors, options, worker, (p) => (this.pending = p));
+        const hold = (p, done = false) => {
+            if (!done)
+                this.pending = p;
+            else if (this.pending === p)
+                this.pending = undefined;
+        };
+        const result = await shardedStep(this.client, this.layout, tensors, options, worker, hold);
         return this.done(result);
     }
     done(result) {

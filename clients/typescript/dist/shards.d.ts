@@ -26,8 +26,6 @@ export interface ShardLayout {
     shards: ShardInfo[];
     shapes: Record<string, number[]>;
 }
-/** How long a step waits for the shards' versions to agree before it raises. */
-export declare const DIVERGENCE_WAIT_MS = 10000;
 /** The layout of a sharded session's info; null when the session is not sharded. */
 export declare function layoutOf(info: SessionInfo): ShardLayout | null;
 /** Each shard's part of `grads`: 1-D pieces (row-major slices) under the tensors' names. */
@@ -52,7 +50,7 @@ export interface PendingCommit {
 /** Commit the shards of `p` not yet committed: shard 0 first, then the others in parallel. */
 export declare function finishCommits(c: OptdClient, layout: ShardLayout, p: PendingCommit): Promise<StepResult>;
 /**
- * One sharded step. `hold` is called with the step once shard 0 may have applied it
- * (and with undefined once every shard has), so that a failed step can be finished.
+ * One sharded step. `hold(p)` keeps the step on the session once shard 0 may have
+ * applied it, `hold(p, true)` forgets it once every shard has.
  */
-export declare function shardedStep(c: OptdClient, layout: ShardLayout, grads: Tensors, options: StepOptions, worker: string | undefined, hold: (p: PendingCommit | undefined) => void): Promise<StepResult>;
+export declare function shardedStep(c: OptdClient, layout: ShardLayout, grads: Tensors, options: StepOptions, worker: string | undefined, hold: (p: PendingCommit, done?: boolean) => void): Promise<StepResult>;

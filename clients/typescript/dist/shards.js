@@ -7,8 +7,6 @@ import { newKey } from "./client.js";
 import { ConflictError, InvalidTensorError, OptdError, PreconditionFailedError } from "./errors.js";
 import { sleep } from "./http.js";
 import { setOwn, size } from "./tensors.js";
-/** How long a step waits for the shards' versions to agree before it raises. */
-export const DIVERGENCE_WAIT_MS = 10_000;
 const PREPARE_EXPIRED = "urn:optd:problem:prepare-expired";
 /** The layout of a sharded session's info; null when the session is not sharded. */
 export function layoutOf(info) {
@@ -82,7 +80,7 @@ async function prepare(c, shard, part, options) {
 }
 /** Prepare every shard, again after a short wait while their versions differ. */
 async function prepareAll(c, layout, parts, options) {
-    const deadline = Date.now() + DIVERGENCE_WAIT_MS;
+    const deadline = Date.now() + c.shardWaitMs;
     for (let i = 0;; i++) {
         const got = await Promise.all(layout.shards.map((s, k) => prepare(c, s, parts[k], options)));
         const versions = got.map((p) => p.version);
@@ -90,7 +88,7 @@ async function prepareAll(c, layout, parts, options) {
             return got;
         if (Date.now() >= deadline) {
             const named = layout.shards.map((s, k) => `${s.id} at ${versions[k]}`).join(", ");
-            throw new ConflictError(`the shards' versions differ for ${DIVERGENCE_WAIT_MS} ms (${named}): a step is half-applied ` +
+            throw new ConflictError(`the shards' versions differ for ${c.shardWaitMs} ms (${named}): a step is half-applied ` +
                 "(its client died between commits?); restore the shards from checkpoints", { problem: { versions } });
         }
         await sleep(Math.min(1000, 20 * 2 ** i));
@@ -149,8 +147,8 @@ export async function finishCommits(c, layout, p) {
     return { ...first, params };
 }
 /**
- * One sharded step. `hold` is called with the step once shard 0 may have applied it
- * (and with undefined once every shard has), so that a failed step can be finished.
+ * One sharded step. `hold(p)` keeps the step on the session once shard 0 may have
+ * applied it, `hold(p, true)` forgets it once every shard has.
  */
 export async function shardedStep(c, layout, grads, options, worker, hold) {
     const parts = splitGrads(layout, grads);
@@ -186,7 +184,7 @@ export async function shardedStep(c, layout, grads, options, worker, hold) {
         }
         hold(p);
         const result = await finishCommits(c, layout, p);
-        hold(undefined);
+        hold(p, true);
         return result;
     }
 }

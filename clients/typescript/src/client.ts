@@ -80,6 +80,7 @@ export class OptdClient {
   readonly wire: Wire;
   readonly barrierTimeoutMs: number;
   readonly pollWaitS: number;
+  readonly shardWaitMs: number;
   /** @internal */
   readonly http: Http;
 
@@ -92,6 +93,7 @@ export class OptdClient {
     this.wire = wire;
     this.barrierTimeoutMs = options.barrierTimeoutMs ?? 600_000;
     this.pollWaitS = options.pollWaitS ?? 30;
+    this.shardWaitMs = options.shardWaitMs ?? 10_000;
     const headers: Record<string, string> = { ...(options.headers ?? {}) };
     if (options.apiKey) headers.authorization = `Bearer ${options.apiKey}`;
     const policy = {

@@ -29,8 +29,6 @@ export interface ShardLayout {
   shapes: Record<string, number[]>;
 }
 
-/** How long a step waits for the shards' versions to agree before it raises. */
-export const DIVERGENCE_WAIT_MS = 10_000;
 const PREPARE_EXPIRED = "urn:optd:problem:prepare-expired";
 
 /** The layout of a sharded session's info; null when the session is not sharded. */
@@ -125,7 +123,7 @@ async function prepare(c: OptdClient, shard: ShardInfo, part: Tensors, options: 
 
 /** Prepare every shard, again after a short wait while their versions differ. */
 async function prepareAll(c: OptdClient, layout: ShardLayout, parts: Tensors[], options: StepOptions) {
-  const deadline = Date.now() + DIVERGENCE_WAIT_MS;
+  const deadline = Date.now() + c.shardWaitMs;
   for (let i = 0; ; i++) {
     const got = await Promise.all(layout.shards.map((s, k) => prepare(c, s, parts[k]!, options)));
     const versions = got.map((p) => p.version);
@@ -133,7 +131,7 @@ async function prepareAll(c: OptdClient, layout: ShardLayout, parts: Tensors[], 
     if (Date.now() >= deadline) {
       const named = layout.shards.map((s, k) => `${s.id} at ${versions[k]}`).join(", ");
       throw new ConflictError(
-        `the shards' versions differ for ${DIVERGENCE_WAIT_MS} ms (${named}): a step is half-applied ` +
+        `the shards' versions differ for ${c.shardWaitMs} ms (${named}): a step is half-applied ` +
           "(its client died between commits?); restore the shards from checkpoints",
         { problem: { versions } },
       );
@@ -194,8 +192,8 @@ export async function finishCommits(c: OptdClient, layout: ShardLayout, p: Pendi
 }
 
 /**
- * One sharded step. `hold` is called with the step once shard 0 may have applied it
- * (and with undefined once every shard has), so that a failed step can be finished.
+ * One sharded step. `hold(p)` keeps the step on the session once shard 0 may have
+ * applied it, `hold(p, true)` forgets it once every shard has.
  */
 export async function shardedStep(
   c: OptdClient,
@@ -203,7 +201,7 @@ export async function shardedStep(
   grads: Tensors,
   options: StepOptions,
   worker: string | undefined,
-  hold: (p: PendingCommit | undefined) => void,
+  hold: (p: PendingCommit, done?: boolean) => void,
 ): Promise<StepResult> {
   const parts = splitGrads(layout, grads);
   const key = options.idempotencyKey ?? newKey();
@@ -235,7 +233,7 @@ export async function shardedStep(
     }
     hold(p);
     const result = await finishCommits(c, layout, p);
-    hold(undefined);
+    hold(p, true);
     return result;
   }
 }

@@ -23,6 +23,9 @@ export interface ClientOptions {
   barrierTimeoutMs?: number;
   /** `wait` of each long-poll after a 202 (default 30 s). */
   pollWaitS?: number;
+  /** Sharded sessions: how long a step waits for the shards' versions to agree
+   * (another client's step between its commits) before it raises (default 10 s). */
+  shardWaitMs?: number;
   headers?: Record<string, string>;
   /** A fetch implementation (default the global one). */
   fetch?: typeof fetch;
