@@ -1,0 +1,119 @@
+package optd
+
+import (
+	"context"
+	"reflect"
+	"sort"
+	"testing"
+)
+
+// Sharded sessions against a real `optd serve`: a session with Shards: 2 steps
+// bit-identically to an unsharded one, and its params read whole.
+
+const shardW = 120000 // w [3, 40000]: over 32768, so a cut falls inside it
+
+type xorshift uint32
+
+func (x *xorshift) next() float32 {
+	*x ^= *x << 13
+	*x ^= *x >> 17
+	*x ^= *x << 5
+	return float32(float64(*x)/(1<<32)*2 - 1)
+}
+
+func shardGrads(x *xorshift, scale float32) Tensors {
+	w, b := make([]float32, shardW), make([]float32, 10)
+	for i := range w {
+		w[i] = x.next() * scale
+	}
+	for i := range b {
+		b[i] = x.next() * scale
+	}
+	return Tensors{"w": NewTensor(w, 3, shardW/3), "b": NewTensor(b, 2, 5)}
+}
+
+func sameTensors(t *testing.T, what string, got, want Tensors) {
+	t.Helper()
+	names := func(ts Tensors) (n []string) {
+		for k := range ts {
+			n = append(n, k)
+		}
+		sort.Strings(n)
+		return n
+	}
+	if !reflect.DeepEqual(names(got), names(want)) {
+		t.Fatalf("%s: names %v != %v", what, names(got), names(want))
+	}
+	for k, w := range want {
+		g := got[k]
+		if !reflect.DeepEqual(g.Shape, w.Shape) || !reflect.DeepEqual(g.Float64s(), w.Float64s()) {
+			t.Fatalf("%s: %s differs (shape %v vs %v)", what, k, g.Shape, w.Shape)
+		}
+	}
+}
+
+func TestServerShardedBitIdentical(t *testing.T) {
+	forStores(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		c := NewClient(url)
+		x := xorshift(7)
+		req := CreateRequest{Optimizer: "adam", Hyperparams: map[string]any{"lr": 0.01}, Params: shardGrads(&x, 1),
+			MaxGradNorm: Ptr(50.0), Schedule: map[string]any{"name": "cosine", "warmup_steps": 2, "total_steps": 10}}
+		plain, err := c.CreateSession(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Shards = 2
+		sharded, err := c.CreateSession(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := sharded.Info(ctx)
+		if err != nil || len(info.Shards) != 2 || info.Shards[0].ID != sharded.ID+"-s0" ||
+			!reflect.DeepEqual(info.Shards[0].Tensors, []ShardPiece{{"w", 0, 65536}}) ||
+			!reflect.DeepEqual(info.Shards[1].Tensors, []ShardPiece{{"w", 65536, shardW}, {"b", 0, 10}}) {
+			t.Fatal(info, err)
+		}
+		// handles that learn the layout from the 409, on both wires
+		handles := []*Session{sharded, NewClient(url).Session(sharded.ID, ""), NewClient(url, WithJSON()).Session(sharded.ID, "")}
+		for i := 0; i < 5; i++ {
+			scale := float32(1)
+			if i == 3 {
+				scale = 0.001 // not clipped
+			}
+			g := shardGrads(&x, scale)
+			a, err := plain.Step(ctx, g, StepOptions{Loss: Ptr(float64(i))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := handles[i%3].Step(ctx, g, StepOptions{Loss: Ptr(float64(i))})
+			if err != nil {
+				t.Fatal(i, err)
+			}
+			if b.Version != a.Version || b.Step != a.Step || b.LR != a.LR || b.GradNorm != a.GradNorm {
+				t.Fatalf("step %d: %+v vs %+v", i, b, a)
+			}
+			sameTensors(t, "step", b.Params, a.Params)
+		}
+		pa, err := plain.Params(ctx, ParamsOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pb, err := NewClient(url, WithJSON()).Session(sharded.ID, "").Params(ctx, ParamsOptions{})
+		if err != nil || pb.Version != 5 {
+			t.Fatal(pb, err)
+		}
+		sameTensors(t, "params", pb.Params, pa.Params)
+		if info, err = sharded.Info(ctx); err != nil || info.Version != 5 || info.Step != 5 ||
+			info.Shards[0].Version != 5 || info.Shards[1].Version != 5 {
+			t.Fatal(info, err)
+		}
+		if _, err := sharded.SetParams(ctx, Tensors{"b": NewTensor(make([]float32, 10), 2, 5)}, nil); !IsSlug(err, SlugConflict) {
+			t.Fatal(err)
+		}
+		if err := sharded.Delete(ctx); err != nil {
+			t.Fatal(err)
+		}
+		_ = plain.Delete(ctx)
+	})
+}

@@ -1,0 +1,108 @@
+/** Sharded sessions against a real `optd serve` (embedded store and a private Redis): a
+ * session with shards: 2 steps bit-identically to an unsharded one. */
+
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { ConflictError, OptdClient, type Tensors, tensor } from "@optd/client";
+import { type Server, startServer } from "./helpers.js";
+
+const servers: Partial<Record<"memory" | "redis", Server>> = {};
+before(async () => {
+  const [m, r] = await Promise.all([startServer("memory"), startServer("redis")]);
+  Object.assign(servers, { memory: m, redis: r });
+});
+after(async () => {
+  await Promise.all(Object.values(servers).map((s) => s.stop()));
+});
+
+/** A deterministic uniform(-1, 1) sequence (xorshift32). */
+function noise(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return (x / 2 ** 32) * 2 - 1;
+  };
+}
+
+const W = 120_000; // w [3, 40000]: over 32768, so a cut falls inside it
+const grads = (rnd: () => number, scale: number): Tensors => ({
+  w: tensor(Float32Array.from({ length: W }, () => rnd() * scale), [3, W / 3]),
+  b: tensor(Float32Array.from({ length: 10 }, () => rnd() * scale), [2, 5]),
+});
+
+const bits = (t: { data: ArrayLike<number>; shape: number[] }) => ({ shape: t.shape, data: Array.from(t.data) });
+
+for (const store of ["memory", "redis"] as const) {
+  describe(`sharded sessions, ${store} store`, { timeout: 120_000 }, () => {
+    const client = (opts: ConstructorParameters<typeof OptdClient>[0] = {}) =>
+      new OptdClient({ baseUrl: servers[store]!.url, backoffMs: 20, ...opts });
+
+    test("shards: 2 steps bit-identically to an unsharded session; params read whole", async () => {
+      const c = client();
+      const rnd = noise(7);
+      const params = grads(rnd, 1);
+      const config = {
+        optimizer: "adam",
+        lr: 0.01,
+        max_grad_norm: 50, // the noise's norm is ~200: clipped
+        schedule: { name: "cosine" as const, warmup_steps: 2, total_steps: 10 },
+        params,
+      };
+      const plain = await c.createSession(config);
+      const sharded = await c.createSession({ ...config, shards: 2 });
+      const info = await sharded.info();
+      assert.equal(info.shards?.length, 2);
+      const [s0, s1] = info.shards!;
+      assert.deepEqual(s0!.tensors, [{ name: "w", start: 0, stop: 65536 }]);
+      assert.deepEqual(s1!.tensors, [
+        { name: "w", start: 65536, stop: W },
+        { name: "b", start: 0, stop: 10 },
+      ]);
+      assert.equal(s0!.id, `${sharded.id}-s0`);
+      // a handle that does not know the layout yet (learns it from the 409), JSON wire too
+      const handles = [sharded, client().session(sharded.id), client({ wire: "json" }).session(sharded.id)];
+      for (let i = 0; i < 5; i++) {
+        const g = grads(rnd, i === 3 ? 0.001 : 1); // step 3: not clipped
+        const a = await plain.step(g, { loss: i });
+        const b = await handles[i % 3]!.step(g, { loss: i });
+        assert.deepEqual([b.version, b.step, b.lr, b.gradNorm], [a.version, a.step, a.lr, a.gradNorm]);
+        assert.deepEqual(Object.keys(b.params).sort(), ["b", "w"]);
+        for (const name of ["w", "b"]) assert.deepEqual(bits(b.params[name]!), bits(a.params[name]!), name);
+      }
+      const [pa, pb] = await Promise.all([plain.params(), client({ wire: "json" }).session(sharded.id).params()]);
+      assert.equal(pb.version, 5);
+      for (const name of ["w", "b"]) assert.deepEqual(bits(pb.params[name]!), bits(pa.params[name]!), name);
+      const only = await sharded.params({ names: ["b"] });
+      assert.deepEqual(Object.keys(only.params), ["b"]);
+      const after = await sharded.info();
+      assert.deepEqual([after.version, after.step, after.last_loss], [5, 5, 4]);
+      assert.deepEqual(
+        after.shards!.map((s) => s.version),
+        [5, 5],
+      );
+      await assert.rejects(sharded.setParams({ b: new Float32Array(10) }), ConflictError);
+      await sharded.delete();
+      await plain.delete();
+    });
+
+    test("a subset of the gradients, onlyUpdated, a stale If-Match", async () => {
+      const c = client();
+      const rnd = noise(11);
+      const params = grads(rnd, 1);
+      const plain = await c.createSession({ optimizer: "sgd", lr: 0.1, params });
+      const sharded = await c.createSession({ optimizer: "sgd", lr: 0.1, params, shards: 2 });
+      const g = { b: grads(rnd, 1).b };
+      const a = await plain.step(g, { onlyUpdated: true });
+      const b = await sharded.step(g, { onlyUpdated: true });
+      assert.deepEqual(Object.keys(b.params), Object.keys(a.params));
+      assert.deepEqual(bits(b.params.b!), bits(a.params.b!));
+      await assert.rejects(sharded.step(g, { ifMatch: 0 }), (e: unknown) => (e as { status?: number }).status === 412);
+      await sharded.delete();
+      await plain.delete();
+    });
+  });
+}
