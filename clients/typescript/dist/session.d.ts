@@ -27,6 +27,7 @@ export declare class Session {
      * `step()` (which returns that step's result when given the same `idempotencyKey`).
      */
     step(grads: TensorInputs, options?: StepOptions): Promise<StepResult>;
+    private readonly hold;
     private done;
     private plainStep;
     /** A sync step that waited in vain (202): long-poll for the round's version + 1. */

@@ -2,7 +2,7 @@
 import { PATCH_KEYS, newKey, splitOptions } from "./client.js";
 import { BarrierTimeoutError, ConflictError } from "./errors.js";
 import { sleep } from "./http.js";
-import { finishCommits, layoutOf, shardedStep } from "./shards.js";
+import { commitAll, layoutOf, shardedStep } from "./shards.js";
 import { setOwn, toTensors } from "./tensors.js";
 const num = (v) => (typeof v === "number" ? v : undefined);
 const printableAscii = (s) => /^[\x20-\x7e]*$/.test(s);
@@ -39,12 +39,12 @@ export class Session {
         const tensors = toTensors("grads", grads);
         const worker = options.worker ?? this.worker;
         if (this.pending !== undefined && this.layout) {
+            // this handle's last step may not be on every shard yet: finish it first
             const p = this.pending;
-            const result = await finishCommits(this.client, this.layout, p);
-            if (this.pending === p)
-                this.pending = undefined;
-            this.done(result);
-            if (options.idempotencyKey !== undefined && options.idempotencyKey === p.key)
+            const result = await commitAll(this.client, this.layout, p, this.hold);
+            if (result !== undefined)
+                this.done(result);
+            if (result !== undefined && options.idempotencyKey !== undefined && options.idempotencyKey === p.key)
                 return result;
         }
         if (this.layout === undefined) {
@@ -61,15 +61,15 @@ export class Session {
         }
         if (!this.layout)
             return this.plainStep(tensors, options, worker);
-        const hold = (p, done = false) => {
-            if (!done)
-                this.pending = p;
-            else if (this.pending === p)
-                this.pending = undefined;
-        };
-        const result = await shardedStep(this.client, this.layout, tensors, options, worker, hold);
+        const result = await shardedStep(this.client, this.layout, tensors, options, worker, this.hold);
         return this.done(result);
     }
+    hold = (p, done = false) => {
+        if (!done)
+            this.pending = p;
+        else if (this.pending === p)
+            this.pending = undefined;
+    };
     done(result) {
         this.version = result.version;
         const { params: _, ...info } = result;

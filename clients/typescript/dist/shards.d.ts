@@ -33,13 +33,15 @@ export declare function splitGrads(layout: ShardLayout, grads: Tensors): Tensors
 /** Whole tensors from the shards' pieces (in layout order); a tensor with a piece
  * missing (e.g. `onlyUpdated`) is left out. */
 export declare function assembleParts(layout: ShardLayout, parts: Tensors[]): Tensors;
-/** A step between its commits: kept on the session until every shard has committed. */
+/** A step from its prepare on: kept on the session while a commit may be owed. */
 export interface PendingCommit {
     /** The step's Idempotency-Key (the caller's, or a fresh one). */
     key: string;
     version: number;
+    /** Every shard's list, in shard order, verbatim (`"NaN"` too). */
     sumsq: unknown[];
-    parts: Tensors[];
+    /** Each shard's prepare body (encoded once). */
+    bodies: (Uint8Array | string)[];
     tokens: string[];
     /** Idempotency-Key of each shard's commit (a new one whenever its body changes). */
     keys: string[];
@@ -47,10 +49,13 @@ export interface PendingCommit {
     options: StepOptions;
     worker: string | undefined;
 }
-/** Commit the shards of `p` not yet committed: shard 0 first, then the others in parallel. */
-export declare function finishCommits(c: OptdClient, layout: ShardLayout, p: PendingCommit): Promise<StepResult>;
+/** Keeps a step on the session (`hold(p)`) or forgets it (`hold(p, true)`). */
+export type Hold = (p: PendingCommit, done?: boolean) => void;
 /**
- * One sharded step. `hold(p)` keeps the step on the session once shard 0 may have
- * applied it, `hold(p, true)` forgets it once every shard has.
+ * Commit what `p` has left: shard 0 first, then the others in parallel; the assembled
+ * result, or undefined when shard 0 refused the version (412: nothing of this step was
+ * applied). Throws with `p` held while some commit may be owed (the next step sends it).
  */
-export declare function shardedStep(c: OptdClient, layout: ShardLayout, grads: Tensors, options: StepOptions, worker: string | undefined, hold: (p: PendingCommit, done?: boolean) => void): Promise<StepResult>;
+export declare function commitAll(c: OptdClient, layout: ShardLayout, p: PendingCommit, hold: Hold): Promise<StepResult | undefined>;
+/** One sharded step (the session's `step()` on a sharded session). */
+export declare function shardedStep(c: OptdClient, layout: ShardLayout, grads: Tensors, options: StepOptions, worker: string | undefined, hold: Hold): Promise<StepResult>;

@@ -4,7 +4,7 @@
  * prepares every shard, commits shard 0 and then the others, and assembles the result.
  */
 import { newKey } from "./client.js";
-import { ConflictError, InvalidTensorError, OptdError, PreconditionFailedError } from "./errors.js";
+import { InvalidTensorError, NotFoundError, OptdError, PreconditionFailedError, ShardsDivergedError, } from "./errors.js";
 import { sleep } from "./http.js";
 import { setOwn, size } from "./tensors.js";
 const PREPARE_EXPIRED = "urn:optd:problem:prepare-expired";
@@ -68,37 +68,48 @@ export function assembleParts(layout, parts) {
     }
     return out;
 }
+/** `prepare-expired` answers in a row for one commit before it is an error. */
+const MAX_REPREPARE = 5;
 const shardPath = (shard, tail) => `/v1/sessions/${encodeURIComponent(shard.id)}${tail}`;
-async function prepare(c, shard, part, options) {
-    return (await c.json({
+async function prepare(c, shard, body) {
+    const doc = (await c.json({
         method: "POST",
         path: shardPath(shard, "/prepare"),
-        body: c.gradBody(part, options),
+        body,
         contentType: c.tensorType,
         accept: "application/json",
     }));
+    if (typeof doc?.prepared !== "string" || !Number.isSafeInteger(doc.version))
+        throw new TypeError(`malformed prepare answer from shard ${shard.id}`);
+    return { ...doc, sumsq: Array.isArray(doc.sumsq) ? doc.sumsq : [] };
 }
-/** Prepare every shard, again after a short wait while their versions differ. */
-async function prepareAll(c, layout, parts, options) {
+/** Prepare every shard; while their versions differ, wait a little and prepare the ones
+ * behind again (up to `shardWaitMs`, then ShardsDivergedError). */
+async function prepareAll(c, layout, bodies) {
+    const every = layout.shards.map((_, k) => k);
+    const got = await Promise.all(every.map((k) => prepare(c, layout.shards[k], bodies[k])));
     const deadline = Date.now() + c.shardWaitMs;
     for (let i = 0;; i++) {
-        const got = await Promise.all(layout.shards.map((s, k) => prepare(c, s, parts[k], options)));
         const versions = got.map((p) => p.version);
-        if (versions.every((v) => v === versions[0]))
+        const top = Math.max(...versions);
+        if (versions.every((v) => v === top))
             return got;
         if (Date.now() >= deadline) {
             const named = layout.shards.map((s, k) => `${s.id} at ${versions[k]}`).join(", ");
-            throw new ConflictError(`the shards' versions differ for ${c.shardWaitMs} ms (${named}): a step is half-applied ` +
-                "(its client died between commits?); restore the shards from checkpoints", { problem: { versions } });
+            throw new ShardsDivergedError(`the shards' versions differ for ${c.shardWaitMs} ms (${named}): a step of another client is ` +
+                "half-applied (restore the shards from checkpoints if it died; DESIGN §3)", { problem: { versions } });
         }
-        await sleep(Math.min(1000, 20 * 2 ** i));
+        await sleep(Math.min(500, 10 * 2 ** i));
+        const behind = every.filter((k) => versions[k] < top);
+        const again = await Promise.all(behind.map((k) => prepare(c, layout.shards[k], bodies[k])));
+        behind.forEach((k, j) => (got[k] = again[j]));
     }
 }
 /** Commit shard k of `p`; a `prepare-expired` answer prepares it again (same sumsq and If-Match). */
 async function commit(c, layout, p, k) {
     const shard = layout.shards[k];
     const o = p.options;
-    for (;;) {
+    for (let expired = 0;; expired++) {
         const body = { prepared: p.tokens[k], sumsq: p.sumsq };
         if (o.loss !== undefined)
             body.loss = o.loss;
@@ -119,7 +130,7 @@ async function commit(c, layout, p, k) {
             });
             const { fields: f, tensors } = c.parseTensors(reply, "params");
             const num = (v) => (typeof v === "number" ? v : undefined);
-            return (p.answers[k] = {
+            p.answers[k] = {
                 params: tensors,
                 version: num(f.version) ?? p.version + 1,
                 step: num(f.step),
@@ -127,65 +138,87 @@ async function commit(c, layout, p, k) {
                 gradNorm: num(f.grad_norm),
                 staleness: null,
                 replayed: reply.headers.get("idempotent-replayed")?.toLowerCase() === "true",
-            });
+            };
+            return;
         }
         catch (e) {
-            if (!(e instanceof OptdError && e.type === PREPARE_EXPIRED))
+            if (!(e instanceof OptdError && e.type === PREPARE_EXPIRED) || expired + 1 >= MAX_REPREPARE)
                 throw e;
-            p.tokens[k] = (await prepare(c, shard, p.parts[k], o)).prepared;
+            p.tokens[k] = (await prepare(c, shard, p.bodies[k])).prepared; // a new body needs a new key
             p.keys[k] = newKey();
         }
     }
 }
-/** Commit the shards of `p` not yet committed: shard 0 first, then the others in parallel. */
-export async function finishCommits(c, layout, p) {
-    if (p.answers[0] === undefined)
-        await commit(c, layout, p, 0);
-    await Promise.all(layout.shards.map((_, k) => (k === 0 || p.answers[k] ? undefined : commit(c, layout, p, k))));
+/** Whether a failed commit may still have been applied (or may apply when sent again). */
+const outcomeUnknown = (e) => !(e instanceof OptdError) || e.status === undefined || e.status >= 500 || [408, 409, 429].includes(e.status);
+/**
+ * Commit what `p` has left: shard 0 first, then the others in parallel; the assembled
+ * result, or undefined when shard 0 refused the version (412: nothing of this step was
+ * applied). Throws with `p` held while some commit may be owed (the next step sends it).
+ */
+export async function commitAll(c, layout, p, hold) {
+    hold(p);
+    if (p.answers[0] === undefined) {
+        try {
+            await commit(c, layout, p, 0);
+        }
+        catch (e) {
+            if (e instanceof PreconditionFailedError || !outcomeUnknown(e))
+                hold(p, true);
+            if (e instanceof PreconditionFailedError)
+                return undefined;
+            throw e;
+        }
+    }
+    const rest = layout.shards.map((_, k) => k).filter((k) => k > 0 && p.answers[k] === undefined);
+    const outcomes = await Promise.allSettled(rest.map((k) => commit(c, layout, p, k)));
+    const failed = rest.flatMap((k, j) => {
+        const o = outcomes[j];
+        return o.status === "rejected" ? [{ k, e: o.reason }] : [];
+    });
+    if (failed.length) {
+        const { k, e } = failed[0];
+        if (!failed.some((f) => f.e instanceof PreconditionFailedError || f.e instanceof NotFoundError))
+            throw e;
+        hold(p, true);
+        const id = layout.shards[k].id;
+        throw new ShardsDivergedError(`shard ${id} refused the commit of version ${p.version} after shard 0 took it (${String(e)}); ` +
+            "the session is half-applied: restore the shards from checkpoints (DESIGN §3)", { status: e.status, problem: { version: p.version, shard: id }, cause: e });
+    }
+    hold(p, true);
     const params = assembleParts(layout, p.answers.map((a) => a.params));
     const { params: _, ...first } = p.answers[0];
     return { ...first, params };
 }
-/**
- * One sharded step. `hold(p)` keeps the step on the session once shard 0 may have
- * applied it, `hold(p, true)` forgets it once every shard has.
- */
+/** One sharded step (the session's `step()` on a sharded session). */
 export async function shardedStep(c, layout, grads, options, worker, hold) {
-    const parts = splitGrads(layout, grads);
+    const bodies = splitGrads(layout, grads).map((part) => c.gradBody(part, options));
     const key = options.idempotencyKey ?? newKey();
     for (;;) {
-        const prepared = await prepareAll(c, layout, parts, options);
+        const prepared = await prepareAll(c, layout, bodies);
         const version = prepared[0].version;
+        const stale = () => new PreconditionFailedError(`the shards are at version ${version}, not ${options.ifMatch}`, {
+            status: 412,
+            problem: { current_version: version },
+        });
         if (options.ifMatch !== undefined && version !== options.ifMatch)
-            throw new PreconditionFailedError(`the shards are at version ${version}, not ${options.ifMatch}`, {
-                status: 412,
-                problem: { current_version: version },
-            });
+            throw stale();
         const p = {
             key,
             version,
             sumsq: prepared.flatMap((x) => x.sumsq),
-            parts,
+            bodies,
             tokens: prepared.map((x) => x.prepared),
             keys: prepared.map(() => newKey()),
             answers: [],
             options,
             worker,
         };
-        try {
-            await commit(c, layout, p, 0);
-        }
-        catch (e) {
-            if (e instanceof PreconditionFailedError && options.ifMatch === undefined)
-                continue; // another step won v + 1
-            if (!(e instanceof OptdError) || e.status === undefined)
-                hold(p); // no answer: shard 0 may have applied it
-            throw e;
-        }
-        hold(p);
-        const result = await finishCommits(c, layout, p);
-        hold(p, true);
-        return result;
+        const result = await commitAll(c, layout, p, hold);
+        if (result !== undefined)
+            return result;
+        if (options.ifMatch !== undefined)
+            throw stale(); // 412 from shard 0: another step took v + 1
     }
 }
 //# sourceMappingURL=shards.js.map

@@ -4,7 +4,7 @@ import type { OptdClient } from "./client.js";
 import { PATCH_KEYS, newKey, splitOptions } from "./client.js";
 import { BarrierTimeoutError, ConflictError } from "./errors.js";
 import { sleep } from "./http.js";
-import { type PendingCommit, type ShardLayout, finishCommits, layoutOf, shardedStep } from "./shards.js";
+import { type Hold, type PendingCommit, type ShardLayout, commitAll, layoutOf, shardedStep } from "./shards.js";
 import { type TensorInputs, type Tensors, setOwn, toTensors } from "./tensors.js";
 import type {
   Barrier,
@@ -55,11 +55,12 @@ export class Session {
     const tensors = toTensors("grads", grads);
     const worker = options.worker ?? this.worker;
     if (this.pending !== undefined && this.layout) {
+      // this handle's last step may not be on every shard yet: finish it first
       const p = this.pending;
-      const result = await finishCommits(this.client, this.layout, p);
-      if (this.pending === p) this.pending = undefined;
-      this.done(result);
-      if (options.idempotencyKey !== undefined && options.idempotencyKey === p.key) return result;
+      const result = await commitAll(this.client, this.layout, p, this.hold);
+      if (result !== undefined) this.done(result);
+      if (result !== undefined && options.idempotencyKey !== undefined && options.idempotencyKey === p.key)
+        return result;
     }
     if (this.layout === undefined) {
       try {
@@ -71,13 +72,14 @@ export class Session {
       }
     }
     if (!this.layout) return this.plainStep(tensors, options, worker);
-    const hold = (p: PendingCommit, done = false) => {
-      if (!done) this.pending = p;
-      else if (this.pending === p) this.pending = undefined;
-    };
-    const result = await shardedStep(this.client, this.layout, tensors, options, worker, hold);
+    const result = await shardedStep(this.client, this.layout, tensors, options, worker, this.hold);
     return this.done(result);
   }
+
+  private readonly hold: Hold = (p, done = false) => {
+    if (!done) this.pending = p;
+    else if (this.pending === p) this.pending = undefined;
+  };
 
   private done(result: StepResult): StepResult {
     this.version = result.version;

@@ -6,7 +6,13 @@
 
 import type { OptdClient } from "./client.js";
 import { newKey } from "./client.js";
-import { ConflictError, InvalidTensorError, OptdError, PreconditionFailedError } from "./errors.js";
+import {
+  InvalidTensorError,
+  NotFoundError,
+  OptdError,
+  PreconditionFailedError,
+  ShardsDivergedError,
+} from "./errors.js";
 import { sleep } from "./http.js";
 import { type Tensor, type Tensors, setOwn, size } from "./tensors.js";
 import type { SessionInfo, StepOptions, StepResult } from "./types.js";
@@ -88,13 +94,15 @@ export function assembleParts(layout: ShardLayout, parts: Tensors[]): Tensors {
   return out;
 }
 
-/** A step between its commits: kept on the session until every shard has committed. */
+/** A step from its prepare on: kept on the session while a commit may be owed. */
 export interface PendingCommit {
   /** The step's Idempotency-Key (the caller's, or a fresh one). */
   key: string;
   version: number;
+  /** Every shard's list, in shard order, verbatim (`"NaN"` too). */
   sumsq: unknown[];
-  parts: Tensors[];
+  /** Each shard's prepare body (encoded once). */
+  bodies: (Uint8Array | string)[];
   tokens: string[];
   /** Idempotency-Key of each shard's commit (a new one whenever its body changes). */
   keys: string[];
@@ -103,48 +111,63 @@ export interface PendingCommit {
   worker: string | undefined;
 }
 
+/** Keeps a step on the session (`hold(p)`) or forgets it (`hold(p, true)`). */
+export type Hold = (p: PendingCommit, done?: boolean) => void;
+
 interface Prepared {
   prepared: string;
   version: number;
   sumsq: unknown[];
 }
 
+/** `prepare-expired` answers in a row for one commit before it is an error. */
+const MAX_REPREPARE = 5;
+
 const shardPath = (shard: ShardInfo, tail: string) => `/v1/sessions/${encodeURIComponent(shard.id)}${tail}`;
 
-async function prepare(c: OptdClient, shard: ShardInfo, part: Tensors, options: StepOptions): Promise<Prepared> {
-  return (await c.json({
+async function prepare(c: OptdClient, shard: ShardInfo, body: Uint8Array | string): Promise<Prepared> {
+  const doc = (await c.json({
     method: "POST",
     path: shardPath(shard, "/prepare"),
-    body: c.gradBody(part, options),
+    body,
     contentType: c.tensorType,
     accept: "application/json",
   })) as Prepared;
+  if (typeof doc?.prepared !== "string" || !Number.isSafeInteger(doc.version))
+    throw new TypeError(`malformed prepare answer from shard ${shard.id}`);
+  return { ...doc, sumsq: Array.isArray(doc.sumsq) ? doc.sumsq : [] };
 }
 
-/** Prepare every shard, again after a short wait while their versions differ. */
-async function prepareAll(c: OptdClient, layout: ShardLayout, parts: Tensors[], options: StepOptions) {
+/** Prepare every shard; while their versions differ, wait a little and prepare the ones
+ * behind again (up to `shardWaitMs`, then ShardsDivergedError). */
+async function prepareAll(c: OptdClient, layout: ShardLayout, bodies: (Uint8Array | string)[]) {
+  const every = layout.shards.map((_, k) => k);
+  const got = await Promise.all(every.map((k) => prepare(c, layout.shards[k]!, bodies[k]!)));
   const deadline = Date.now() + c.shardWaitMs;
   for (let i = 0; ; i++) {
-    const got = await Promise.all(layout.shards.map((s, k) => prepare(c, s, parts[k]!, options)));
     const versions = got.map((p) => p.version);
-    if (versions.every((v) => v === versions[0])) return got;
+    const top = Math.max(...versions);
+    if (versions.every((v) => v === top)) return got;
     if (Date.now() >= deadline) {
       const named = layout.shards.map((s, k) => `${s.id} at ${versions[k]}`).join(", ");
-      throw new ConflictError(
-        `the shards' versions differ for ${c.shardWaitMs} ms (${named}): a step is half-applied ` +
-          "(its client died between commits?); restore the shards from checkpoints",
+      throw new ShardsDivergedError(
+        `the shards' versions differ for ${c.shardWaitMs} ms (${named}): a step of another client is ` +
+          "half-applied (restore the shards from checkpoints if it died; DESIGN §3)",
         { problem: { versions } },
       );
     }
-    await sleep(Math.min(1000, 20 * 2 ** i));
+    await sleep(Math.min(500, 10 * 2 ** i));
+    const behind = every.filter((k) => versions[k]! < top);
+    const again = await Promise.all(behind.map((k) => prepare(c, layout.shards[k]!, bodies[k]!)));
+    behind.forEach((k, j) => (got[k] = again[j]!));
   }
 }
 
 /** Commit shard k of `p`; a `prepare-expired` answer prepares it again (same sumsq and If-Match). */
-async function commit(c: OptdClient, layout: ShardLayout, p: PendingCommit, k: number): Promise<StepResult> {
+async function commit(c: OptdClient, layout: ShardLayout, p: PendingCommit, k: number): Promise<void> {
   const shard = layout.shards[k]!;
   const o = p.options;
-  for (;;) {
+  for (let expired = 0; ; expired++) {
     const body: Record<string, unknown> = { prepared: p.tokens[k], sumsq: p.sumsq };
     if (o.loss !== undefined) body.loss = o.loss;
     if (p.worker !== undefined) body.worker = p.worker;
@@ -162,7 +185,7 @@ async function commit(c: OptdClient, layout: ShardLayout, p: PendingCommit, k: n
       });
       const { fields: f, tensors } = c.parseTensors(reply, "params");
       const num = (v: unknown) => (typeof v === "number" ? v : undefined);
-      return (p.answers[k] = {
+      p.answers[k] = {
         params: tensors,
         version: num(f.version) ?? p.version + 1,
         step: num(f.step),
@@ -170,70 +193,95 @@ async function commit(c: OptdClient, layout: ShardLayout, p: PendingCommit, k: n
         gradNorm: num(f.grad_norm),
         staleness: null,
         replayed: reply.headers.get("idempotent-replayed")?.toLowerCase() === "true",
-      });
+      };
+      return;
     } catch (e) {
-      if (!(e instanceof OptdError && e.type === PREPARE_EXPIRED)) throw e;
-      p.tokens[k] = (await prepare(c, shard, p.parts[k]!, o)).prepared;
+      if (!(e instanceof OptdError && e.type === PREPARE_EXPIRED) || expired + 1 >= MAX_REPREPARE) throw e;
+      p.tokens[k] = (await prepare(c, shard, p.bodies[k]!)).prepared; // a new body needs a new key
       p.keys[k] = newKey();
     }
   }
 }
 
-/** Commit the shards of `p` not yet committed: shard 0 first, then the others in parallel. */
-export async function finishCommits(c: OptdClient, layout: ShardLayout, p: PendingCommit): Promise<StepResult> {
-  if (p.answers[0] === undefined) await commit(c, layout, p, 0);
-  await Promise.all(layout.shards.map((_, k) => (k === 0 || p.answers[k] ? undefined : commit(c, layout, p, k))));
+/** Whether a failed commit may still have been applied (or may apply when sent again). */
+const outcomeUnknown = (e: unknown): boolean =>
+  !(e instanceof OptdError) || e.status === undefined || e.status >= 500 || [408, 409, 429].includes(e.status);
+
+/**
+ * Commit what `p` has left: shard 0 first, then the others in parallel; the assembled
+ * result, or undefined when shard 0 refused the version (412: nothing of this step was
+ * applied). Throws with `p` held while some commit may be owed (the next step sends it).
+ */
+export async function commitAll(c: OptdClient, layout: ShardLayout, p: PendingCommit, hold: Hold) {
+  hold(p);
+  if (p.answers[0] === undefined) {
+    try {
+      await commit(c, layout, p, 0);
+    } catch (e) {
+      if (e instanceof PreconditionFailedError || !outcomeUnknown(e)) hold(p, true);
+      if (e instanceof PreconditionFailedError) return undefined;
+      throw e;
+    }
+  }
+  const rest = layout.shards.map((_, k) => k).filter((k) => k > 0 && p.answers[k] === undefined);
+  const outcomes = await Promise.allSettled(rest.map((k) => commit(c, layout, p, k)));
+  const failed = rest.flatMap((k, j) => {
+    const o = outcomes[j]!;
+    return o.status === "rejected" ? [{ k, e: o.reason as unknown }] : [];
+  });
+  if (failed.length) {
+    const { k, e } = failed[0]!;
+    if (!failed.some((f) => f.e instanceof PreconditionFailedError || f.e instanceof NotFoundError)) throw e;
+    hold(p, true);
+    const id = layout.shards[k]!.id;
+    throw new ShardsDivergedError(
+      `shard ${id} refused the commit of version ${p.version} after shard 0 took it (${String(e)}); ` +
+        "the session is half-applied: restore the shards from checkpoints (DESIGN §3)",
+      { status: (e as OptdError).status, problem: { version: p.version, shard: id }, cause: e },
+    );
+  }
+  hold(p, true);
   const params = assembleParts(
     layout,
     p.answers.map((a) => a!.params),
   );
   const { params: _, ...first } = p.answers[0]!;
-  return { ...first, params };
+  return { ...first, params } as StepResult;
 }
 
-/**
- * One sharded step. `hold(p)` keeps the step on the session once shard 0 may have
- * applied it, `hold(p, true)` forgets it once every shard has.
- */
+/** One sharded step (the session's `step()` on a sharded session). */
 export async function shardedStep(
   c: OptdClient,
   layout: ShardLayout,
   grads: Tensors,
   options: StepOptions,
   worker: string | undefined,
-  hold: (p: PendingCommit, done?: boolean) => void,
+  hold: Hold,
 ): Promise<StepResult> {
-  const parts = splitGrads(layout, grads);
+  const bodies = splitGrads(layout, grads).map((part) => c.gradBody(part, options));
   const key = options.idempotencyKey ?? newKey();
   for (;;) {
-    const prepared = await prepareAll(c, layout, parts, options);
+    const prepared = await prepareAll(c, layout, bodies);
     const version = prepared[0]!.version;
-    if (options.ifMatch !== undefined && version !== options.ifMatch)
-      throw new PreconditionFailedError(`the shards are at version ${version}, not ${options.ifMatch}`, {
+    const stale = () =>
+      new PreconditionFailedError(`the shards are at version ${version}, not ${options.ifMatch}`, {
         status: 412,
         problem: { current_version: version },
       });
+    if (options.ifMatch !== undefined && version !== options.ifMatch) throw stale();
     const p: PendingCommit = {
       key,
       version,
       sumsq: prepared.flatMap((x) => x.sumsq),
-      parts,
+      bodies,
       tokens: prepared.map((x) => x.prepared),
       keys: prepared.map(() => newKey()),
       answers: [],
       options,
       worker,
     };
-    try {
-      await commit(c, layout, p, 0);
-    } catch (e) {
-      if (e instanceof PreconditionFailedError && options.ifMatch === undefined) continue; // another step won v + 1
-      if (!(e instanceof OptdError) || e.status === undefined) hold(p); // no answer: shard 0 may have applied it
-      throw e;
-    }
-    hold(p);
-    const result = await finishCommits(c, layout, p);
-    hold(p, true);
-    return result;
+    const result = await commitAll(c, layout, p, hold);
+    if (result !== undefined) return result;
+    if (options.ifMatch !== undefined) throw stale(); // 412 from shard 0: another step took v + 1
   }
 }

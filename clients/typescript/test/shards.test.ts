@@ -4,10 +4,10 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
-  ConflictError,
   InvalidTensorError,
   OptdClient,
   type ShardLayout,
+  ShardsDivergedError,
   TransportError,
   assembleParts,
   splitGrads,
@@ -62,7 +62,7 @@ function fakeServer() {
   const tokens = new Map<string, { k: number; g: number[] }>();
   const log: string[] = [];
   const replies = new Map<string, string>();
-  const faults = { diverge: 0, conflict0: 0, expire1: 0, cut1: 0, owner: false };
+  const faults = { diverge: 0, conflict0: 0, expire1: 0, cut1: 0, bump1: 0, owner: false };
   let n = 0;
   const json = (doc: unknown, status = 200, type = "application/json") =>
     new Response(JSON.stringify(doc), { status, headers: { "content-type": type } });
@@ -104,6 +104,7 @@ function fakeServer() {
       return problem("precondition-failed", 412);
     }
     if (k === 1 && faults.expire1 > 0 && faults.expire1--) return problem("prepare-expired", 409);
+    if (k === 1 && faults.bump1 > 0 && faults.bump1--) versions[1]!++;
     if (h.get("if-match") !== `"${versions[k]}"`) return problem("precondition-failed", 412);
     assert.equal(body.sumsq.length, 3);
     assert.equal(body.sumsq[1], "NaN"); // verbatim, in shard order
@@ -167,7 +168,7 @@ test("versions differ: prepare again; 412 from shard 0: start over; prepare-expi
   assert.equal(r.version, 2); // the fake's other client took version 1
   assert.deepEqual(srv.versions, [2, 2]);
   const prepares = srv.log.filter((l) => l.endsWith("/prepare"));
-  assert.equal(prepares.length, 2 * 3 + 2 + 1); // 2 diverged rounds, 1 after the 412, 1 for the expired
+  assert.equal(prepares.length, 2 + 1 + 1 + 2 + 1); // shard 1 again twice while behind, both after the 412, shard 1 expired
 });
 
 test("a half-applied step is finished by the next step with the same key", async () => {
@@ -183,10 +184,15 @@ test("a half-applied step is finished by the next step with the same key", async
   assert.equal(s.pending, undefined);
 });
 
-test("shards that never agree: a ConflictError naming them", async () => {
+test("shards that never agree, a shard that refuses the version after shard 0: ShardsDivergedError", async () => {
   const srv = fakeServer();
   const s = new OptdClient({ baseUrl: "http://optd.test", wire: "json", fetch: srv.fetch, shardWaitMs: 200 }).session("x");
   await s.info();
   srv.versions[0] = 5;
-  await assert.rejects(s.step(grads()), (e: unknown) => e instanceof ConflictError && /x-s0 at 5, x-s1 at 0/.test(e.message));
+  await assert.rejects(s.step(grads()), (e: unknown) => e instanceof ShardsDivergedError && /x-s0 at 5, x-s1 at 0/.test(e.message));
+  srv.versions[1] = 5;
+  srv.faults.bump1 = 1; // another client's commit lands on shard 1 between our two commits
+  await assert.rejects(s.step(grads()), (e: unknown) => e instanceof ShardsDivergedError && /x-s1 refused/.test(e.message));
+  assert.deepEqual(srv.versions, [6, 6]);
+  assert.equal(s.pending, undefined);
 });
