@@ -173,22 +173,24 @@ func assembleParts(l *shardLayout, parts []Tensors) Tensors {
 // the shard sessions. A handle learns that a session is sharded from CreateSession,
 // Info, or the 409 a step on a sharded session answers. A step that an error left
 // half-applied (shard 0 committed, others not) is finished by this handle's next Step,
-// which returns that step's result when given the same IdempotencyKey.
+// which returns that step's result when given the same IdempotencyKey. Shards that stay
+// at different versions give an error wrapping ErrShardsDiverged.
 func (s *Session) Step(ctx context.Context, grads Tensors, opts StepOptions) (*StepResult, error) {
 	worker := opts.Worker
 	if worker == "" {
 		worker = s.Worker
 	}
 	known, layout, p := s.shards.get()
-	if p != nil && layout != nil {
-		res, err := finishCommits(ctx, s.client, layout, p)
+	if p != nil && layout != nil { // this handle's last step may not be on every shard yet
+		res, err := commitAll(ctx, s.client, layout, p, s.shards.hold)
 		if err != nil {
 			return nil, err
 		}
-		s.shards.hold(p, true)
-		s.setVersion(res.Version)
-		if opts.IdempotencyKey != "" && opts.IdempotencyKey == p.key {
-			return res, nil
+		if res != nil {
+			s.setVersion(res.Version)
+			if opts.IdempotencyKey != "" && opts.IdempotencyKey == p.key {
+				return res, nil
+			}
 		}
 	}
 	if !known || layout == nil {

@@ -70,6 +70,7 @@ type fakeShards struct {
 	conflict int // shard 0's commit: another client took v + 1 first
 	expire   int // shard 1's commit: prepare-expired
 	cut      int // shard 1's commit: the connection is cut (not applied)
+	bump     int // shard 1's commit: another client's commit landed first
 	n        int
 }
 
@@ -144,6 +145,11 @@ func (f *fakeShards) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case k == 1 && f.expire > 0:
 		f.expire--
 		problem("prepare-expired", 409)
+		return
+	case k == 1 && f.bump > 0:
+		f.bump--
+		f.versions[1]++
+		problem(SlugPreconditionFailed, 412)
 		return
 	case r.Header.Get("If-Match") != fmt.Sprintf(`"%d"`, f.versions[k]):
 		problem(SlugPreconditionFailed, 412)
@@ -233,7 +239,7 @@ func TestShardedStepFake(t *testing.T) {
 			prepares++
 		}
 	}
-	if prepares != 2*3+2+1 {
+	if prepares != 2+1+1+2+1 { // shard 1 again twice while behind, both after the 412, shard 1 expired
 		t.Fatal(f.logged())
 	}
 }
@@ -261,7 +267,15 @@ func TestShardedStepHalfApplied(t *testing.T) {
 	DivergenceWait = 200 * time.Millisecond
 	defer func() { DivergenceWait = old }()
 	f.set(func() { f.versions[0] = 5 })
-	if _, err := s.Step(ctx, testGrads(), StepOptions{}); err == nil || !strings.Contains(err.Error(), "x-s0 at 5, x-s1 at 1") {
+	if _, err := s.Step(ctx, testGrads(), StepOptions{}); !errors.Is(err, ErrShardsDiverged) || !strings.Contains(err.Error(), "x-s0 at 5, x-s1 at 1") {
 		t.Fatal(err)
+	}
+	f.set(func() { f.versions[1], f.bump = 5, 1 }) // another client's commit lands on shard 1 between ours
+	if _, err := s.Step(ctx, testGrads(), StepOptions{}); !errors.Is(err, ErrShardsDiverged) || !strings.Contains(err.Error(), "x-s1 refused") ||
+		f.vs() != [2]int{6, 6} {
+		t.Fatal(err, f.vs())
+	}
+	if _, _, p := s.shards.get(); p != nil {
+		t.Fatal("still pending")
 	}
 }

@@ -18,13 +18,22 @@ var DivergenceWait = 10 * time.Second
 // problemPrepareExpired is the type of a commit whose prepared token is unknown.
 const problemPrepareExpired = ProblemPrefix + "prepare-expired"
 
-// pendingCommit is a sharded step from its prepare on: kept on the session while
-// shard 0 may have applied it and others have not.
+// ErrShardsDiverged is wrapped when a sharded session's shards stay at different
+// versions: another client's step was between its commits for longer than DivergenceWait,
+// or it died there, or a shard refused a commit after shard 0 took it. The session is
+// half-applied: restore the shards from checkpoints (DESIGN.md §3).
+var ErrShardsDiverged = errors.New("optd: the shards of a sharded session diverged")
+
+// maxReprepare is how many prepare-expired answers in a row one commit takes.
+const maxReprepare = 5
+
+// pendingCommit is a sharded step from its prepare on: kept on the session while a
+// commit's outcome is unknown.
 type pendingCommit struct {
 	key     string // the step's Idempotency-Key (the caller's, or a fresh one)
 	version int
 	sumsq   []json.RawMessage // every shard's list, in shard order, verbatim ("NaN" too)
-	parts   []Tensors
+	bodies  [][]byte          // each shard's prepare body (encoded once)
 	tokens  []string
 	keys    []string // each shard commit's Idempotency-Key (new whenever its body changes)
 	answers []*StepResult
@@ -53,21 +62,20 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-func (c *Client) prepareShard(ctx context.Context, sh ShardInfo, part Tensors, opts StepOptions) (*prepared, error) {
-	body, err := c.gradBody(part, nil, opts)
-	if err != nil {
-		return nil, err
-	}
+func (c *Client) prepareShard(ctx context.Context, sh ShardInfo, body []byte) (*prepared, error) {
 	var p prepared
 	r := request{method: "POST", path: shardPath(sh, "/prepare"), body: body, contentType: c.tensorType()}
 	if err := c.doJSON(ctx, r, &p); err != nil {
 		return nil, err
 	}
+	if p.Prepared == "" {
+		return nil, fmt.Errorf("optd: malformed prepare answer from shard %s", sh.ID)
+	}
 	return &p, nil
 }
 
-// parallel runs f(k) for every k in ks at once; the first error (by k) is returned.
-func parallel(ks []int, f func(k int) error) error {
+// parallel runs f(k) for every k in ks at once and returns their errors.
+func parallel(ks []int, f func(k int) error) []error {
 	errs := make([]error, len(ks))
 	var wg sync.WaitGroup
 	for i, k := range ks {
@@ -78,6 +86,10 @@ func parallel(ks []int, f func(k int) error) error {
 		}(i, k)
 	}
 	wg.Wait()
+	return errs
+}
+
+func firstErr(errs []error) error {
 	for _, err := range errs {
 		if err != nil {
 			return err
@@ -86,26 +98,35 @@ func parallel(ks []int, f func(k int) error) error {
 	return nil
 }
 
-// prepareAll prepares every shard, again after a short wait while their versions differ.
-func (c *Client) prepareAll(ctx context.Context, l *shardLayout, parts []Tensors, opts StepOptions) ([]*prepared, error) {
-	deadline := time.Now().Add(DivergenceWait)
-	all := make([]int, len(l.shards))
-	for k := range all {
-		all[k] = k
+// prepareAll prepares every shard; while their versions differ it waits a little and
+// prepares the ones behind again (up to DivergenceWait, then ErrShardsDiverged).
+func (c *Client) prepareAll(ctx context.Context, l *shardLayout, bodies [][]byte) ([]*prepared, error) {
+	got := make([]*prepared, len(l.shards))
+	todo := make([]int, len(l.shards))
+	for k := range todo {
+		todo[k] = k
 	}
+	deadline := time.Now().Add(DivergenceWait)
 	for i := 0; ; i++ {
-		got := make([]*prepared, len(l.shards))
-		if err := parallel(all, func(k int) (err error) {
-			got[k], err = c.prepareShard(ctx, l.shards[k], parts[k], opts)
+		if err := firstErr(parallel(todo, func(k int) (err error) {
+			got[k], err = c.prepareShard(ctx, l.shards[k], bodies[k])
 			return err
-		}); err != nil {
+		})); err != nil {
 			return nil, err
 		}
-		same := true
+		top := got[0].Version
 		for _, p := range got {
-			same = same && p.Version == got[0].Version
+			if p.Version > top {
+				top = p.Version
+			}
 		}
-		if same {
+		todo = todo[:0]
+		for k, p := range got {
+			if p.Version < top {
+				todo = append(todo, k)
+			}
+		}
+		if len(todo) == 0 {
 			return got, nil
 		}
 		if time.Now().After(deadline) {
@@ -113,12 +134,12 @@ func (c *Client) prepareAll(ctx context.Context, l *shardLayout, parts []Tensors
 			for k, p := range got {
 				named[k] = fmt.Sprintf("%s at %d", l.shards[k].ID, p.Version)
 			}
-			return nil, fmt.Errorf("optd: the shards' versions differ for %v (%s): a step is half-applied "+
-				"(its client died between commits?); restore the shards from checkpoints", DivergenceWait, strings.Join(named, ", "))
+			return nil, fmt.Errorf("%w: the versions differ for %v (%s): a step of another client is half-applied "+
+				"(restore the shards from checkpoints if it died; DESIGN.md §3)", ErrShardsDiverged, DivergenceWait, strings.Join(named, ", "))
 		}
-		d := 20 * time.Millisecond << i
-		if d > time.Second || i > 10 {
-			d = time.Second
+		d := 10 * time.Millisecond << i
+		if d > 500*time.Millisecond || i > 10 {
+			d = 500 * time.Millisecond
 		}
 		if err := sleepCtx(ctx, d); err != nil {
 			return nil, err
@@ -130,7 +151,7 @@ func (c *Client) prepareAll(ctx context.Context, l *shardLayout, parts []Tensors
 // commits with the same sumsq and If-Match.
 func (c *Client) commitShard(ctx context.Context, l *shardLayout, p *pendingCommit, k int) error {
 	o := p.opts
-	for {
+	for expired := 0; ; expired++ {
 		doc := map[string]any{"prepared": p.tokens[k], "sumsq": p.sumsq}
 		if o.Loss != nil {
 			doc["loss"] = *o.Loss
@@ -154,12 +175,12 @@ func (c *Client) commitShard(ctx context.Context, l *shardLayout, p *pendingComm
 		r, err := c.send(ctx, request{method: "POST", path: shardPath(l.shards[k], "/step"), query: q, body: body,
 			contentType: mediaJSON, accept: c.tensorType(), header: header})
 		var prob *Problem
-		if errors.As(err, &prob) && prob.Type == problemPrepareExpired {
-			np, perr := c.prepareShard(ctx, l.shards[k], p.parts[k], o)
+		if errors.As(err, &prob) && prob.Type == problemPrepareExpired && expired+1 < maxReprepare {
+			np, perr := c.prepareShard(ctx, l.shards[k], p.bodies[k])
 			if perr != nil {
 				return perr
 			}
-			p.tokens[k], p.keys[k] = np.Prepared, newKey()
+			p.tokens[k], p.keys[k] = np.Prepared, newKey() // a new body needs a new key
 			continue
 		}
 		if err != nil {
@@ -177,11 +198,30 @@ func (c *Client) commitShard(ctx context.Context, l *shardLayout, p *pendingComm
 	}
 }
 
-// finishCommits commits the shards of p not committed yet: shard 0 first, then the
-// others in parallel; it assembles the result.
-func finishCommits(ctx context.Context, c *Client, l *shardLayout, p *pendingCommit) (*StepResult, error) {
+// outcomeUnknown is whether a failed commit may still have been applied (or may apply
+// when sent again).
+func outcomeUnknown(err error) bool {
+	var p *Problem
+	if !errors.As(err, &p) {
+		return true
+	}
+	return p.Status >= 500 || p.Status == 408 || p.Status == 409 || p.Status == 429
+}
+
+// commitAll commits what p has left: shard 0 first, then the others in parallel. It
+// returns the assembled result, or nil, nil when shard 0 refused the version (412:
+// nothing of this step was applied). It fails with p held while a commit may be owed.
+func commitAll(ctx context.Context, c *Client, l *shardLayout, p *pendingCommit, hold func(*pendingCommit, bool)) (*StepResult, error) {
+	hold(p, false)
 	if p.answers[0] == nil {
 		if err := c.commitShard(ctx, l, p, 0); err != nil {
+			stale := IsSlug(err, SlugPreconditionFailed)
+			if stale || !outcomeUnknown(err) {
+				hold(p, true)
+			}
+			if stale {
+				return nil, nil
+			}
 			return nil, err
 		}
 	}
@@ -191,9 +231,19 @@ func finishCommits(ctx context.Context, c *Client, l *shardLayout, p *pendingCom
 			rest = append(rest, k)
 		}
 	}
-	if err := parallel(rest, func(k int) error { return c.commitShard(ctx, l, p, k) }); err != nil {
-		return nil, err
+	errs := parallel(rest, func(k int) error { return c.commitShard(ctx, l, p, k) })
+	if err := firstErr(errs); err != nil {
+		for i, e := range errs {
+			if IsSlug(e, SlugPreconditionFailed) || IsSlug(e, SlugNotFound) {
+				hold(p, true)
+				return nil, fmt.Errorf("%w: shard %s refused the commit of version %d after shard 0 took it (%v); "+
+					"the session is half-applied: restore the shards from checkpoints (DESIGN.md §3)",
+					ErrShardsDiverged, l.shards[rest[i]].ID, p.version, e)
+			}
+		}
+		return nil, err // held: the next Step sends these commits again
 	}
+	hold(p, true)
 	parts := make([]Tensors, len(p.answers))
 	for k, a := range p.answers {
 		parts[k] = a.Params
@@ -203,52 +253,48 @@ func finishCommits(ctx context.Context, c *Client, l *shardLayout, p *pendingCom
 	return &res, nil
 }
 
-// shardedStep is one step of a sharded session; hold keeps the step on the session
-// once shard 0 may have applied it, and forgets it once every shard has.
+// shardedStep is Step on a sharded session.
 func shardedStep(ctx context.Context, c *Client, l *shardLayout, grads Tensors, opts StepOptions, worker string,
-	hold func(p *pendingCommit, done bool)) (*StepResult, error) {
+	hold func(*pendingCommit, bool)) (*StepResult, error) {
 	parts, err := splitGrads(l, grads)
 	if err != nil {
 		return nil, err
+	}
+	bodies := make([][]byte, len(parts))
+	for k, part := range parts {
+		if bodies[k], err = c.gradBody(part, nil, opts); err != nil {
+			return nil, err
+		}
 	}
 	key := opts.IdempotencyKey
 	if key == "" {
 		key = newKey()
 	}
 	for {
-		got, err := c.prepareAll(ctx, l, parts, opts)
+		got, err := c.prepareAll(ctx, l, bodies)
 		if err != nil {
 			return nil, err
 		}
 		v := got[0].Version
+		stale := &Problem{Status: 412, Type: ProblemPrefix + SlugPreconditionFailed, Slug: SlugPreconditionFailed,
+			Title: "Precondition Failed", Detail: fmt.Sprintf("the shards are at version %d, not the If-Match", v),
+			Body: map[string]any{"current_version": float64(v)}}
 		if opts.IfMatch != nil && *opts.IfMatch != v {
-			return nil, &Problem{Status: 412, Type: ProblemPrefix + SlugPreconditionFailed, Slug: SlugPreconditionFailed,
-				Title: "Precondition Failed", Detail: fmt.Sprintf("the shards are at version %d, not %d", v, *opts.IfMatch),
-				Body: map[string]any{"current_version": float64(v)}}
+			return nil, stale
 		}
-		p := &pendingCommit{key: key, version: v, parts: parts, opts: opts, worker: worker,
+		p := &pendingCommit{key: key, version: v, bodies: bodies, opts: opts, worker: worker,
 			answers: make([]*StepResult, len(got))}
 		for _, g := range got {
 			p.sumsq = append(p.sumsq, g.Sumsq...)
 			p.tokens = append(p.tokens, g.Prepared)
 			p.keys = append(p.keys, newKey())
 		}
-		if err := c.commitShard(ctx, l, p, 0); err != nil {
-			if IsSlug(err, SlugPreconditionFailed) && opts.IfMatch == nil {
-				continue // another step took version v + 1 first: nothing of this one was applied
-			}
-			var prob *Problem
-			if !errors.As(err, &prob) {
-				hold(p, false) // no answer: shard 0 may have applied it
-			}
-			return nil, err
+		res, err := commitAll(ctx, c, l, p, hold)
+		if err != nil || res != nil {
+			return res, err
 		}
-		hold(p, false)
-		res, err := finishCommits(ctx, c, l, p)
-		if err != nil {
-			return nil, err
+		if opts.IfMatch != nil {
+			return nil, stale // 412 from shard 0: another step took v + 1
 		}
-		hold(p, true)
-		return res, nil
 	}
 }
