@@ -14,7 +14,7 @@ from app import __version__
 from app.api import docs, errors, openapi
 from app.api.deps import authorize
 from app.api.owners import OwnerRouting
-from app.api.routes import health, history, optimizers, sessions, state, step, ui, workers
+from app.api.routes import health, history, optimizers, sessions, shards, state, step, ui, workers
 from app.core.auth import auth_enabled
 from app.core.config import Settings
 from app.core.keyfile import KeySource
@@ -124,7 +124,7 @@ def create_app(settings: Settings | None = None, store: SessionStore | None = No
     errors.install(app)
     docs.install(app)
     openapi.install(app)
-    for module in (sessions, step, state, workers, history, optimizers):
+    for module in (sessions, step, shards, state, workers, history, optimizers):
         app.include_router(module.router, dependencies=[Depends(authorize)])
     app.include_router(health.router)
     ui.mount(app)  # public pages; their data calls carry the key

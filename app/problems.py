@@ -75,6 +75,13 @@ class Conflict(Problem):
     slug, status, title = "conflict", 409, "Conflict"
 
 
+class PrepareExpired(Problem):
+    """A sharded step's commit names a prepared part this process does not hold (DESIGN §3):
+    prepare that shard again and commit with the same sumsq and If-Match."""
+
+    slug, status, title = "prepare-expired", 409, "The prepared gradient is gone"
+
+
 class PreconditionFailed(Problem):
     slug, status, title = "precondition-failed", 412, "Precondition failed"
 

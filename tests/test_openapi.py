@@ -43,7 +43,9 @@ def operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
 
 def test_every_operation_is_summarised_described_and_named(doc: dict[str, Any]) -> None:
     ops = operations(doc)
-    assert len(ops) == 19  # 14 + the three workers operations (elastic rounds) + history, events
+    assert (
+        len(ops) == 20
+    )  # 14 + the three workers operations (elastic rounds) + history, events + prepare
     for method, path, op in ops:
         assert op.get("summary"), (method, path)
         assert len(op.get("description", "")) > 40, (method, path)
@@ -71,7 +73,7 @@ def test_every_error_response_is_a_problem_and_listed(doc: dict[str, Any]) -> No
 
 def test_request_bodies_have_examples_and_media_types(doc: dict[str, Any]) -> None:
     bodies = [(m, p, op["requestBody"]) for m, p, op in operations(doc) if "requestBody" in op]
-    assert len(bodies) == 5
+    assert len(bodies) == 6  # + prepare (the step's body)
     for method, path, body in bodies:
         assert body["description"], (method, path)
         json_body = body["content"][JSON]

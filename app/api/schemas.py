@@ -155,6 +155,7 @@ class SessionCreate(_Options):
     dtype: Literal["float32", "float64"] = "float32"
     groups: list[Group] | None = None
     mode: Literal["async", "sync"] = "async"
+    shards: int | None = Field(None, ge=1, le=64, description="DESIGN §3: sharded sessions")
 
 
 class SessionPatch(_Options):
@@ -202,6 +203,11 @@ class SessionInfo(BaseModel):
     params: dict[str, ParamInfo] | None = Field(description="null in a listing")
     created_at: float
     updated_at: float
+    shards: int | list[dict[str, Any]] | None = Field(
+        None, description="a sharded session's shard sessions and ranges (DESIGN §3)"
+    )
+    shard_of: str | None = Field(None, description="a shard session: the session it is part of")
+    shard_index: int | None = None
 
 
 class SessionList(BaseModel):
@@ -226,6 +232,26 @@ class StepRequest(_Closed):
     base_version: int | None = Field(None, ge=0, description="the version the grads came from")
     worker: str | None = Field(None, max_length=256, description="sync mode: dedups per round")
     loss: float | None = Field(None, description="kept as last_loss")
+
+
+class ShardCommit(_Closed):
+    """POST .../step on a shard session: the commit of a prepared part (DESIGN §3), with
+    `If-Match` = the version prepare answered."""
+
+    prepared: str = Field(description="the token the shard's prepare answered")
+    sumsq: list[float | str] = Field(description="every shard's sumsq, concatenated in order")
+    worker: str | None = None
+    loss: float | None = None
+
+
+class Prepared(BaseModel):
+    """POST .../prepare: a shard's part checked and kept for its commit (DESIGN §3)."""
+
+    prepared: str = Field(description="the token its commit names")
+    version: int = Field(description="the shard session's version: the commit's If-Match")
+    sumsq: list[float | str] = Field(
+        description='the part\'s chunks\' squared norms ("NaN"/"Infinity" when not finite)'
+    )
 
 
 class StepResponse(BaseModel):

@@ -97,6 +97,12 @@ class Settings(BaseSettings):
         "process owns is answered 307 to it (redirect) or forwarded to it (proxy); off: "
         "every process serves every session; auto: redirect on Redis, off on the embedded store",
     )
+    prepare_ttl_s: float = Field(
+        120.0, gt=0, description="a sharded step's prepared part is kept this long (DESIGN §3)"
+    )
+    prepare_max_mb: float = Field(
+        4096, gt=0, description="prepared parts kept at most (the oldest go first)"
+    )
     owner_lease_s: float = Field(
         5.0, gt=0, description="a session owner's lease; renewed while the owner serves it"
     )

@@ -15,6 +15,7 @@ lock, load, If-Match, the change, a compare-and-set commit, one conflict policy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -23,10 +24,12 @@ import numpy as np
 
 from app.core.auth import Caller
 from app.core.config import Settings
-from app.engine import checkpoints, sessions
+from app.engine import checkpoints, prepared, sessions, shards
 from app.engine.claims import Claim
 from app.engine.members import Members
+from app.engine.meta import SessionMeta
 from app.engine.owners import Owners
+from app.engine.prepared import Prepared, parse_sumsq
 from app.engine.rounds import Rounds
 from app.engine.steps import Steps
 from app.engine.txn import Loaded, Transactions, check_if_match
@@ -35,12 +38,13 @@ from app.engine.wakeups import Wakeups
 from app.metrics import Metrics
 from app.optim import list_optimizers
 from app.optim.schedules import SCHEDULE_NAMES
-from app.problems import RateLimited, StoreUnavailable
+from app.problems import NotFound, PreconditionRequired, RateLimited, StoreUnavailable
 from app.store import open_store
 from app.store.base import SessionStore
 
 __all__ = [
     "DEFAULT_WAIT_S",
+    "parse_sumsq",
     "BarrierPending",
     "Caller",
     "Engine",
@@ -56,7 +60,8 @@ class Engine:
         self.settings = settings
         self.metrics = metrics
         self.txn = Transactions(store, settings, metrics)
-        self._steps = Steps(self.txn)
+        self.parts = Prepared(settings.prepare_ttl_s, int(settings.prepare_max_mb * 2**20))
+        self._steps = Steps(self.txn, self.parts)
         self.wakeups = Wakeups(store)
         self._rounds = Rounds(self.txn, settings.max_wait_s, self.wakeups)
         self._members = Members(self.txn, self._rounds)
@@ -154,6 +159,10 @@ class Engine:
     ) -> tuple[str, int, dict[str, Any], bool]:
         """(id, version, session info, replayed): a retried create with the same
         Idempotency-Key finds the session its first try created."""
+        if body.get("shards") not in (None, 1):
+            sid, meta, replayed = await shards.create(self.txn, caller, body, params, idempotency)
+            info = await shards.describe(self.txn, sid, caller, meta)
+            return sid, info["version"], info, replayed
         sid, version, meta, replayed = await sessions.create(
             self.txn, caller, body, params, idempotency
         )
@@ -166,15 +175,28 @@ class Engine:
 
     async def describe_session(self, sid: str, caller: Caller) -> tuple[int, dict[str, Any]]:
         cur = await self.txn.read(sid, caller, [])
+        if shards.count(cur.meta) > 1:
+            info = await shards.describe(self.txn, sid, caller, cur.meta)
+            return info["version"], info
         return cur.version, sessions.describe(sid, cur.version, cur.meta)
 
     async def patch_session(
         self, sid: str, caller: Caller, body: Mapping[str, Any], if_match: int | None
     ) -> tuple[int, dict[str, Any]]:
+        meta = await self._meta(sid, caller)
+        if shards.count(meta) > 1:  # every shard, then the session (between steps)
+            await shards.patch(self.txn, sid, caller, meta, body)
+            return await self.describe_session(sid, caller)
+        shards.refuse_part(meta, sid, "PATCH")
         version, meta = await sessions.patch(self.txn, sid, caller, body, if_match)
         return version, sessions.describe(sid, version, meta)
 
     async def delete_session(self, sid: str, caller: Caller) -> None:
+        meta = await self._meta(sid, caller)
+        shards.refuse_part(meta, sid, "DELETE")
+        for part in shards.ids(sid, meta):
+            await shards.delete_part(self.txn, part, caller)
+            self.owners.forget(part)
         await sessions.delete(self.txn, sid, caller)
         self._rounds.forget(sid)  # a session recreated under this id starts afresh here
         self.owners.forget(sid)
@@ -192,6 +214,11 @@ class Engine:
         fingerprint: str = "",
         wait: float = DEFAULT_WAIT_S,
     ) -> StepOutcome | BarrierPending:
+        if req.prepared is not None and if_match is None:
+            raise PreconditionRequired(
+                'a sharded step\'s commit needs If-Match: "<the version prepare answered>" '
+                "(it orders the shards' steps, DESIGN §3)"
+            )
         claim = None
         if idempotency_key is not None:
             claim = Claim(self.store, sid, caller, idempotency_key, fingerprint)
@@ -219,11 +246,19 @@ class Engine:
                     check_if_match(if_match, out.version)
                 return await self._rounds.contribute(sid, caller, out, req, wait)
             recorded = claim is not None
+            if req.prepared is not None:
+                self.parts.drop(req.prepared)
             return out
         finally:
             if claim is not None:
                 # failed (or sync mode, where the worker id dedups): free the key now
                 await claim.end(release=not recorded)
+
+    async def prepare(
+        self, sid: str, caller: Caller, grads: Mapping[str, np.ndarray]
+    ) -> dict[str, Any]:
+        """A sharded step's first phase on one shard session (DESIGN §3)."""
+        return await prepared.prepare(self.txn, self.parts, sid, caller, grads)
 
     # --- the workers of a sync session (elastic rounds) ---
 
@@ -247,7 +282,11 @@ class Engine:
         wait: float = 0.0,
         worker: str | None = None,
     ) -> tuple[int, dict[str, np.ndarray]]:
-        """Current params; `worker` (Optd-Worker) renews that worker's lease."""
+        """Current params; `worker` (Optd-Worker) renews that worker's lease. A sharded
+        session's are every shard's, assembled at one version."""
+        meta = await self._meta(sid, caller)
+        if shards.count(meta) > 1:
+            return await shards.read_params(self.txn, sid, caller, meta, names, min_version, wait)
         version, params, meta = await checkpoints.get_params(
             self.txn, sid, caller, names, min_version, wait
         )
@@ -262,11 +301,13 @@ class Engine:
         params: Mapping[str, np.ndarray],
         if_match: int | None = None,
     ) -> int:
+        shards.refuse_whole(await self._meta(sid, caller), sid, "PUT .../params")
         return await checkpoints.put_params(self.txn, sid, caller, params, if_match)
 
     async def export_state(
         self, sid: str, caller: Caller
     ) -> tuple[int, dict[str, Any], dict[str, np.ndarray]]:
+        shards.refuse_whole(await self._meta(sid, caller), sid, "GET .../state")
         return await checkpoints.export_state(self.txn, sid, caller)
 
     async def import_state(
@@ -277,10 +318,25 @@ class Engine:
         tensors: Mapping[str, np.ndarray],
         if_match: int | None = None,
     ) -> tuple[int, bool]:
+        with contextlib.suppress(NotFound):  # PUT state may create the session
+            shards.refuse_whole(await self._meta(sid, caller), sid, "PUT .../state")
         return await checkpoints.import_state(self.txn, sid, caller, doc, tensors, if_match)
 
     # --- history (issue #19) ---
 
     async def history(self, sid: str, caller: Caller, since: int, limit: int) -> dict[str, Any]:
         """A page of the session's history points after version `since`."""
-        return await self._steps.history.page(sid, caller, since, limit)
+        return await self._steps.history.page(
+            await self.history_of(sid, caller), caller, since, limit
+        )
+
+    async def history_of(self, sid: str, caller: Caller) -> str:
+        """Whose points a session's history is: a sharded session's are shard 0's."""
+        meta = await self._meta(sid, caller)
+        return shards.shard_id(sid, 0) if shards.count(meta) > 1 else sid
+
+    async def _meta(self, sid: str, caller: Caller) -> SessionMeta:
+        """The session's meta, from this process's view when it has one (what is asked of
+        it here, sharded or not, never changes), else read (404 for another tenant's)."""
+        view = self.txn.peek(sid, caller)
+        return view.meta if view is not None else (await self.txn.read(sid, caller, [])).meta

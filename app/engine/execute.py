@@ -36,12 +36,15 @@ def execute(
     scale: float,
     log: bool,
     kept: np.ndarray | None = None,
+    norm: float | None = None,
 ) -> tuple[StepInfo, StepLog | None]:
     """`run_step` that also returns the step as a log entry when `log`: with `kept`, a
     read-only copy of `grad` the caller already has, else one copy of the gradient taken
-    before clipping and the update use `grad` as scratch."""
+    before clipping and the update use `grad` as scratch. `norm`: the global norm a sharded
+    session's commit was given (DESIGN §3), instead of this gradient's own."""
     before = meta.to_bytes() if log else b""  # before the step advances steps and scalars
-    norm = grad_norm(cfg, meta.layout, grad, stepped)
+    if norm is None:
+        norm = grad_norm(cfg, meta.layout, grad, stepped)
     if log and kept is None:
         kept = grad.copy()
     info = apply_step(cfg, state, grad, stepped, meta.step, scale, norm)
@@ -59,6 +62,7 @@ def execute_grads(
     scale: float,
     log: bool,
     view: np.ndarray | None,
+    norm: float | None = None,
 ) -> tuple[StepInfo, StepLog | None]:
     """A step from named gradients (the HTTP request's). `view`: the gradients as one flat
     array when they lie in the body that way (`contiguous_grads`); then the log keeps that
@@ -67,7 +71,7 @@ def execute_grads(
         flat, stepped = assemble_grads(meta.layout, grads, cfg.dtype)
     else:
         flat, stepped = view.copy(), np.arange(len(meta.layout.specs), dtype=np.int64)
-    return execute(cfg, meta, state, flat, stepped, scale, log, view)
+    return execute(cfg, meta, state, flat, stepped, scale, log, view, norm)
 
 
 def replay(slots: dict[str, np.ndarray], entries: list[tuple[bytes, np.ndarray]]) -> None:

@@ -84,6 +84,10 @@ class SessionOptions(BaseModel):
     staleness_lr: Literal["none", "inverse"] = "none"
     labels: dict[str, str] = Field(default_factory=dict)
     ttl_s: int | None = Field(None, gt=0, le=10 * 365 * 86_400, description="at most 10 years")
+    shards: int | None = Field(None, ge=1, le=64, description="DESIGN §3 sharded sessions")
+    # set by the server on a shard session: the session it is part of, and which part
+    shard_of: str | None = None
+    shard_index: int | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _labels_not_reserved(self) -> Self:
@@ -101,6 +105,8 @@ class SessionOptions(BaseModel):
             raise ValueError(
                 "min_workers, round_timeout_s and worker_lease_s apply to mode 'sync' only"
             )
+        if self.shards is not None and self.shards > 1 and self.mode != "async":
+            raise ValueError("shards apply to mode 'async' only")
         if self.min_workers is not None and self.min_workers > (self.workers or 0):
             raise ValueError(f"min_workers {self.min_workers} is more than workers {self.workers}")
         return self

@@ -44,6 +44,8 @@ _last_recount: weakref.WeakKeyDictionary[Transactions, dict[str, float]] = (
 
 
 def state_bytes(meta: SessionMeta) -> int:
+    if (meta.options.shards or 1) > 1:
+        return 0  # a sharded session's state is its shard sessions' (DESIGN §3)
     cfg = meta.config.resolve()
     return meta.layout.total * cfg.dtype.itemsize * (1 + len(cfg.slot_names()))
 

@@ -21,7 +21,7 @@ from app.engine.quotas import (
 )
 from app.engine.txn import Commit, Hidden, Loaded, Transactions
 from app.ids import new_sid, sid_for_key
-from app.optim import PARAM, Layout, OptimState, parse_config
+from app.optim import PARAM, Layout, OptimConfig, OptimState, parse_config
 from app.optim.base import validation_problem
 from app.problems import (
     Conflict,
@@ -51,6 +51,7 @@ OPTION_KEYS = (
     "staleness_lr",
     "labels",
     "ttl_s",
+    "shards",
 )
 PATCHABLE = (
     "hyperparams",
@@ -120,18 +121,14 @@ async def delete(txn: Transactions, sid: str, caller: Caller) -> None:
     txn.metrics.sessions_deleted.inc()
 
 
-async def create(
+def build(
     txn: Transactions,
     caller: Caller,
-    body: Mapping[str, Any],
+    config: OptimConfig,
+    options: SessionOptions,
     params: Mapping[str, np.ndarray],
-    idempotency: tuple[str, str] | None = None,
-) -> tuple[str, int, SessionMeta, bool]:
-    """A new session, or — for a retried create with the same Idempotency-Key — the one
-    that key already created (its id is derived from the key, so no extra record is
-    needed). Returns (id, version, meta, replayed)."""
-    raw_config, options = split_body(body)
-    config = parse_config(raw_config)
+) -> tuple[SessionMeta, OptimState]:
+    """A new session's meta and state from a validated config and its initial params."""
     cfg = config.resolve()
     if not params:
         raise InvalidTensor("params: a session needs at least one parameter")
@@ -145,15 +142,46 @@ async def create(
     state = OptimState.create(layout, cfg.optimizer, cfg.group_hps, cfg.slot_names(), flat)
     meta = SessionMeta(config, options, layout, state.steps, state.scalars)
     meta.tenant = caller.tenant
+    return meta, state
+
+
+async def create(
+    txn: Transactions,
+    caller: Caller,
+    body: Mapping[str, Any],
+    params: Mapping[str, np.ndarray],
+    idempotency: tuple[str, str] | None = None,
+) -> tuple[str, int, SessionMeta, bool]:
+    """A new session, or — for a retried create with the same Idempotency-Key — the one
+    that key already created (its id is derived from the key, so no extra record is
+    needed). Returns (id, version, meta, replayed)."""
+    raw_config, options = split_body(body)
+    meta, state = build(txn, caller, parse_config(raw_config), options, params)
     sid = new_sid()
     if idempotency is not None:
         # per tenant: another tenant's create under the same key gets another id
         sid = sid_for_key(idempotency[0], scope=caller.tenant or "")
         meta.create_fingerprint = idempotency[1]
+    if await store_new(txn, caller, sid, meta, state.slots, idempotency):
+        return sid, 0, meta, False
+    cur = await txn.read(sid, caller, [])
+    return sid, cur.version, cur.meta, True
+
+
+async def store_new(
+    txn: Transactions,
+    caller: Caller,
+    sid: str,
+    meta: SessionMeta,
+    slots: Mapping[str, np.ndarray],
+    idempotency: tuple[str, str] | None,
+) -> bool:
+    """Store a new session under the tenant's quota: True when created, False when the
+    create's Idempotency-Key already created it (same body), else a problem."""
     nbytes = state_bytes(meta)
-    await reserve(txn, caller, layout.total, nbytes)
+    await reserve(txn, caller, meta.layout.total, nbytes)
     try:
-        await txn.store.create(sid, meta.to_bytes(), state.slots, store_labels(meta), options.ttl_s)
+        await txn.store.create(sid, meta.to_bytes(), slots, store_labels(meta), meta.options.ttl_s)
     except BaseException as exc:
         await created(txn, caller.tenant, nbytes, ok=False)
         if idempotency is None or not isinstance(exc, Conflict):
@@ -169,10 +197,10 @@ async def create(
                 f"Idempotency-Key {idempotency[0]!r} created a session from another body",
                 id=sid,  # the caller sees this session anyway: a worker joining by name adopts it
             ) from None
-        return sid, cur.version, cur.meta, True
+        return False
     await created(txn, caller.tenant, nbytes, ok=True)
     txn.metrics.sessions_created.inc()
-    return sid, 0, meta, False
+    return True
 
 
 def describe(sid: str, version: int, meta: SessionMeta) -> dict[str, Any]:
@@ -187,7 +215,11 @@ def describe(sid: str, version: int, meta: SessionMeta) -> dict[str, Any]:
         "max_grad_norm": meta.config.max_grad_norm,
         "check_finite": meta.config.check_finite,
         "groups": [g.model_dump(mode="json") for g in meta.config.groups],
-        **meta.options.model_dump(mode="json"),
+        **{  # shards, shard_of, shard_index only where set (DESIGN §3)
+            k: v
+            for k, v in meta.options.model_dump(mode="json").items()
+            if v is not None or not k.startswith("shard")
+        },
         "version": version,
         "step": meta.step,
         "lr": hp.lr * cfg.lr_factor(meta.step),
@@ -239,7 +271,7 @@ async def patch(
             raise validation_problem(exc, "") from None
         meta.config = config
         new_slots: dict[str, np.ndarray] = {}
-        for slot in cfg.slot_names():
+        for slot in cfg.slot_names() if PARAM in cur.slots else ():  # a sharded: no state
             if slot not in cur.slots:  # e.g. amsgrad switched on: start like torch, at zeros
                 fresh = OptimState.create(
                     meta.layout, cfg.optimizer, cfg.group_hps, [slot], cur.slots[PARAM]
@@ -277,5 +309,7 @@ async def list_page(
     out = []
     for summary in page:
         meta = SessionMeta.from_bytes(summary.meta)
+        if meta.options.shard_of is not None:
+            continue  # a sharded session is listed once, as itself (DESIGN §3)
         out.append(describe(summary.id, summary.version, meta) | {"params": None})
     return out, next_cursor

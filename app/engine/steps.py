@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from typing import Any
 
@@ -22,17 +23,19 @@ from app.engine import execute
 from app.engine.claims import Claim
 from app.engine.history import History, point
 from app.engine.meta import SessionMeta
+from app.engine.prepared import Prepared
 from app.engine.txn import Commit, Loaded, Skip, Transactions
 from app.engine.types import StepOutcome, StepRequest
-from app.optim import PARAM
-from app.optim.step import contiguous_grads
-from app.problems import Conflict, IdempotencyMismatch, StaleGradient
-from app.store.base import IdempotencyRecord
+from app.optim import PARAM, StepInfo
+from app.optim.step import contiguous_grads, norm_of
+from app.problems import Conflict, IdempotencyMismatch, InvalidTensor, StaleGradient
+from app.store.base import IdempotencyRecord, StepLog
 
 
 class Steps:
-    def __init__(self, txn: Transactions) -> None:
+    def __init__(self, txn: Transactions, parts: Prepared) -> None:
         self.txn = txn
+        self.parts = parts  # a sharded session's prepared parts (DESIGN §3)
         self.history = History(txn)
         self._background: set[asyncio.Future[None]] = set()
 
@@ -48,9 +51,16 @@ class Steps:
         """Apply one step; a sync-mode session comes back as it was loaded (`Loaded`)."""
         txn, metrics = self.txn, self.txn.metrics
         tenant: list[str | None] = [None]  # the session's (an admin may step for a tenant)
+        keep: list[bool] = [True]  # a history point (a shard session: shard 0's only)
 
         async def body(cur: Loaded) -> Commit[StepOutcome | Loaded] | Skip[StepOutcome | Loaded]:
             tenant[0] = cur.meta.tenant
+            keep[0] = not cur.meta.options.shard_index
+            if (cur.meta.options.shards or 1) > 1:
+                raise Conflict(
+                    f"session {sid!r} is sharded: prepare and commit each shard session "
+                    f"({sid}-s0 ...; GET the session for the ranges, DESIGN §3)"
+                )
             if cur.meta.options.mode == "sync":
                 return Skip(cur)
             return await self._compute(sid, cur, req, claim)
@@ -67,7 +77,7 @@ class Steps:
         version, out = await txn.write(
             sid, caller, body, if_match=if_match, optimistic=True, usable=usable
         )
-        if isinstance(out, StepOutcome):
+        if isinstance(out, StepOutcome) and keep[0]:
             out.version = version
             metrics.steps.inc()
             if out.staleness is not None:
@@ -81,6 +91,9 @@ class Steps:
                 worker=req.worker,
             )
             await self.history.record(sid, p, tenant[0])
+        elif isinstance(out, StepOutcome):
+            out.version = version
+            metrics.steps.inc()
         return out
 
     async def _compute(
@@ -88,14 +101,40 @@ class Steps:
     ) -> Commit[StepOutcome | Loaded]:
         txn, meta = self.txn, cur.meta
         staleness = self._staleness(meta, cur.version, req.base_version)
-        cfg = meta.config.resolve()
         scale = 1.0
         if staleness and meta.options.staleness_lr == "inverse":
             scale = 1.0 / (1 + staleness)
-        state = meta.state(cur.slots)
         nbytes = sum(a.nbytes for a in cur.slots.values())
         log = txn.store.wants_log(sid, cur.version, nbytes)
         t0 = time.perf_counter()
+        if req.prepared is not None:
+            info, entry = await self._commit_part(sid, cur, req, scale, log)
+        else:
+            info, entry = await self._run(sid, cur, req, scale, log)
+        txn.metrics.phase("compute", time.perf_counter() - t0)
+        meta.step = info.step
+        meta.last_lr, meta.last_grad_norm = info.lr, info.grad_norm
+        if req.loss is not None:
+            meta.last_loss = req.loss
+        meta.updated_at = time.time()
+        outcome = StepOutcome(
+            cur.version + 1, info.step, info.lr, info.grad_norm, staleness, info.updated
+        )
+        record = None
+        if claim is not None:  # the commit replaces the claim with the record, atomically
+            record = claim.record(
+                orjson.dumps({**outcome.summary(), "updated": list(info.updated)})
+            )
+        state = meta.state(cur.slots)
+        outcome.params = {s.name: state.view(PARAM, s.name) for s in meta.layout.specs}
+        return Commit(meta, state.slots, outcome, record, entry)
+
+    async def _run(
+        self, sid: str, cur: Loaded, req: StepRequest, scale: float, log: bool
+    ) -> tuple[StepInfo, StepLog | None]:
+        txn, meta = self.txn, cur.meta
+        cfg = meta.config.resolve()
+        state = meta.state(cur.slots)
         view = contiguous_grads(meta.layout, req.grads, cfg.dtype)
         # the log keeps a flat gradient as it is: start writing it now, while the step computes
         staging = None
@@ -122,22 +161,38 @@ class Steps:
         if staging is not None and entry is not None:
             with contextlib.suppress(Exception):  # else the commit sends the gradient itself
                 entry.staged = await staging
-        txn.metrics.phase("compute", time.perf_counter() - t0)
-        meta.step = info.step
-        meta.last_lr, meta.last_grad_norm = info.lr, info.grad_norm
-        if req.loss is not None:
-            meta.last_loss = req.loss
-        meta.updated_at = time.time()
-        outcome = StepOutcome(
-            cur.version + 1, info.step, info.lr, info.grad_norm, staleness, info.updated
-        )
-        record = None
-        if claim is not None:  # the commit replaces the claim with the record, atomically
-            record = claim.record(
-                orjson.dumps({**outcome.summary(), "updated": list(info.updated)})
+        return info, entry
+
+    async def _commit_part(
+        self, sid: str, cur: Loaded, req: StepRequest, scale: float, log: bool
+    ) -> tuple[StepInfo, StepLog | None]:
+        """A shard's commit: its prepared part, with the global norm of every shard's
+        `sumsq` (the part is kept read-only: a lost compare-and-set runs this again)."""
+        assert req.prepared is not None and req.sumsq is not None
+        meta = cur.meta
+        part = self.parts.get(req.prepared, sid, meta.tenant)
+        cfg = meta.config.resolve()
+        norm = norm_of(req.sumsq)
+        if cfg.config.check_finite and not math.isfinite(norm):
+            raise InvalidTensor(
+                "sumsq: the gradient holds NaN or Inf (in another shard's part); nothing was "
+                "applied (check the loss, or lower the learning rate)"
             )
-        outcome.params = {s.name: state.view(PARAM, s.name) for s in meta.layout.specs}
-        return Commit(meta, state.slots, outcome, record, entry)
+        state = meta.state(cur.slots)
+        grad = part.flat.copy()
+        return await self.txn.compute(
+            meta.layout.total,
+            execute.execute,
+            cfg,
+            meta,
+            state,
+            grad,
+            part.stepped,
+            scale,
+            log,
+            part.flat,
+            norm,
+        )
 
     async def _discard(self, sid: str, staging: asyncio.Future[Any]) -> None:
         with contextlib.suppress(Exception):

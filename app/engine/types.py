@@ -24,6 +24,10 @@ class StepRequest:
     base_version: int | None = None
     worker: str | None = None
     loss: float | None = None
+    # a sharded session's commit (DESIGN §3): the part prepared under this token, and the
+    # chunks' squared norms of every shard (the global norm); then `grads` is empty
+    prepared: str | None = None
+    sumsq: list[float] | None = None
 
 
 @dataclass

@@ -109,14 +109,35 @@ def _ranges(layout: Layout, stepped: np.ndarray) -> list[tuple[int, int]]:
     return [(int(layout.offsets[i]), int(layout.offsets[i + 1])) for i in stepped]
 
 
-def global_norm(flat: np.ndarray, ranges: list[tuple[int, int]]) -> float:
-    """L2 norm accumulated in float64 chunk by chunk (exact enough for float32 grads)."""
-    total = 0.0
+def chunk_sumsq(flat: np.ndarray, ranges: list[tuple[int, int]]) -> list[float]:
+    """The squared norm's parts: float64 `dot(c, c)` per chunk of CHUNK elements, chunks
+    restarting at every range (every tensor), in order. A sharded session's shards cut on
+    this grid, so the concatenation of their lists is this list (DESIGN §3)."""
+    out: list[float] = []
     for lo, hi in ranges:
         for a in range(lo, hi, CHUNK):
             c = flat[a : min(a + CHUNK, hi)].astype(np.float64)  # float32 squares overflow
-            total += float(np.dot(c, c))
+            out.append(float(np.dot(c, c)))
+    return out
+
+
+def norm_of(sumsq: list[float]) -> float:
+    """The global norm from the chunks' squared norms, summed in order (one definition for
+    a step, a shard's commit and the replay of either)."""
+    total = 0.0
+    for x in sumsq:
+        total += x
     return math.sqrt(total)
+
+
+def global_norm(flat: np.ndarray, ranges: list[tuple[int, int]]) -> float:
+    """L2 norm accumulated in float64 chunk by chunk (exact enough for float32 grads)."""
+    return norm_of(chunk_sumsq(flat, ranges))
+
+
+def tensor_ranges(layout: Layout, stepped: np.ndarray) -> list[tuple[int, int]]:
+    """The stepped tensors' ranges, one each (the norm's chunks restart at each tensor)."""
+    return [(int(layout.offsets[i]), int(layout.offsets[i + 1])) for i in stepped]
 
 
 def _check_finite(layout: Layout, grad: np.ndarray, stepped: np.ndarray) -> None:
@@ -146,8 +167,24 @@ def run_step(
 
 def grad_norm(cfg: ResolvedConfig, layout: Layout, grad: np.ndarray, stepped: np.ndarray) -> float:
     """The gradient's global norm, after refusing non-finite values (when configured)."""
+    return norm_checked(cfg, layout, grad, stepped, grad_sumsq(layout, grad, stepped))
+
+
+def grad_sumsq(layout: Layout, grad: np.ndarray, stepped: np.ndarray) -> list[float]:
     with np.errstate(over="ignore", invalid="ignore"):
-        norm = global_norm(grad, _ranges(layout, stepped))
+        return chunk_sumsq(grad, tensor_ranges(layout, stepped))
+
+
+def norm_checked(
+    cfg: ResolvedConfig,
+    layout: Layout,
+    grad: np.ndarray,
+    stepped: np.ndarray,
+    sumsq: list[float],
+) -> float:
+    """The norm of `sumsq`, after refusing non-finite values of `grad` (when configured)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        norm = norm_of(sumsq)
     # A finite norm proves every value finite, so the explicit scan runs only when the
     # norm is not (NaN/Inf, or squares that overflowed).
     if cfg.config.check_finite and not math.isfinite(norm):

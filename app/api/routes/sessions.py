@@ -36,6 +36,7 @@ CREATED_LINKS = {
         "PatchSession": "patchSession",
         "DeleteSession": "deleteSession",
         "Step": "step",
+        "Prepare": "prepare",
         "GetParams": "getParams",
         "PutParams": "putParams",
         "GetState": "getState",

@@ -30,7 +30,7 @@ from app.api.transport import (
     tensor_response,
 )
 from app.core.config import Settings
-from app.engine import DEFAULT_WAIT_S, BarrierPending, Caller, Engine, StepRequest
+from app.engine import DEFAULT_WAIT_S, BarrierPending, Caller, Engine, StepRequest, parse_sumsq
 from app.problems import InvalidBody
 
 router = APIRouter(prefix="/v1/sessions", tags=["step"])
@@ -147,9 +147,13 @@ def parse_step(request: Request, body: bytes, settings: Any) -> StepRequest:
     _int(h.get("optd-base-version"), "Optd-Base-Version")
     _worker(h.get("optd-worker"))
     _loss(h.get("optd-loss"))
+    prepared, sumsq = None, None
     if request_format(request) == "json":
-        obj = parse_json_object(body, "step", {"grads", "base_version", "worker", "loss"})
-        grads = decode_json_tensors(obj.get("grads"), "grads", settings)
+        obj = parse_json_object(body, "step", STEP_KEYS)
+        if "prepared" in obj:  # a sharded session's commit (DESIGN §3)
+            prepared, sumsq, grads = _commit_fields(obj)
+        else:
+            grads = decode_json_tensors(obj.get("grads"), "grads", settings)
         opts: dict[str, Any] = obj
     else:
         grads, metadata = decode_gradients(body, settings)
@@ -163,7 +167,21 @@ def parse_step(request: Request, body: bytes, settings: Any) -> StepRequest:
         base_version=_int(opts.get("base_version"), "base_version"),
         worker=_worker(opts.get("worker")),
         loss=_loss(opts.get("loss")),
+        prepared=prepared,
+        sumsq=sumsq,
     )
+
+
+STEP_KEYS = {"grads", "base_version", "worker", "loss", "prepared", "sumsq"}
+
+
+def _commit_fields(obj: dict[str, Any]) -> tuple[str, list[float], dict[str, Any]]:
+    token = obj["prepared"]
+    if not isinstance(token, str) or not 0 < len(token) <= 64:
+        raise InvalidBody("prepared must be the token a prepare answered")
+    if "grads" in obj:
+        raise InvalidBody("a commit carries no grads: the prepared part is the gradient")
+    return token, parse_sumsq(obj.get("sumsq")), {}
 
 
 async def _step(
