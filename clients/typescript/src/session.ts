@@ -94,8 +94,7 @@ export class Session {
       "idempotency-key": options.idempotencyKey ?? newKey(),
       ...ifMatch(options.ifMatch),
     };
-    if (options.paramsDtype && options.paramsDtype !== "float32")
-      headers["optd-response-dtype"] = options.paramsDtype;
+    if (options.paramsDtype && options.paramsDtype !== "float32") headers["optd-response-dtype"] = options.paramsDtype;
     const fields: Record<string, unknown> = {};
     if (c.wire === "safetensors") {
       if (options.baseVersion !== undefined) headers["optd-base-version"] = String(options.baseVersion);

@@ -33,7 +33,10 @@ const LAYOUT: ShardLayout = {
 };
 
 const grads = () => ({
-  w: tensor(Float32Array.from({ length: 12 }, (_, i) => i + 1), [3, 4]),
+  w: tensor(
+    Float32Array.from({ length: 12 }, (_, i) => i + 1),
+    [3, 4],
+  ),
   b: { data: Float32Array.of(-1), shape: [] },
 });
 
@@ -100,7 +103,7 @@ function fakeServer() {
     const key = h.get("idempotency-key")!;
     if (replies.has(key)) return json(JSON.parse(replies.get(key)!));
     if (k === 0 && faults.conflict0 > 0 && faults.conflict0--) {
-      versions[0]!++, versions[1]!++; // another client's step got v + 1 first
+      (versions[0]!++, versions[1]!++); // another client's step got v + 1 first
       return problem("precondition-failed", 412);
     }
     if (k === 1 && faults.expire1 > 0 && faults.expire1--) return problem("prepare-expired", 409);
@@ -186,13 +189,21 @@ test("a half-applied step is finished by the next step with the same key", async
 
 test("shards that never agree, a shard that refuses the version after shard 0: ShardsDivergedError", async () => {
   const srv = fakeServer();
-  const s = new OptdClient({ baseUrl: "http://optd.test", wire: "json", fetch: srv.fetch, shardWaitMs: 200 }).session("x");
+  const s = new OptdClient({ baseUrl: "http://optd.test", wire: "json", fetch: srv.fetch, shardWaitMs: 200 }).session(
+    "x",
+  );
   await s.info();
   srv.versions[0] = 5;
-  await assert.rejects(s.step(grads()), (e: unknown) => e instanceof ShardsDivergedError && /x-s0 at 5, x-s1 at 0/.test(e.message));
+  await assert.rejects(
+    s.step(grads()),
+    (e: unknown) => e instanceof ShardsDivergedError && /x-s0 at 5, x-s1 at 0/.test(e.message),
+  );
   srv.versions[1] = 5;
   srv.faults.bump1 = 1; // another client's commit lands on shard 1 between our two commits
-  await assert.rejects(s.step(grads()), (e: unknown) => e instanceof ShardsDivergedError && /x-s1 refused/.test(e.message));
+  await assert.rejects(
+    s.step(grads()),
+    (e: unknown) => e instanceof ShardsDivergedError && /x-s1 refused/.test(e.message),
+  );
   assert.deepEqual(srv.versions, [6, 6]);
   assert.equal(s.pending, undefined);
 });
