@@ -2,8 +2,11 @@ package optd
 
 import (
 	"context"
+	"errors"
+	"math"
 	"reflect"
 	"sort"
+	"sync"
 	"testing"
 )
 
@@ -152,5 +155,73 @@ func TestServerShardedBitIdentical(t *testing.T) {
 			t.Fatal(err)
 		}
 		_ = plain.Delete(ctx)
+	})
+}
+
+func TestServerShardedNonFiniteAndConcurrent(t *testing.T) {
+	forStores(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		c := NewClient(url)
+		x := xorshift(3)
+		params := shardGrads(&x, 1)
+		sharded, err := c.CreateSession(ctx, CreateRequest{Optimizer: "sgd", Hyperparams: map[string]any{"lr": 0.1}, Params: params, Shards: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := shardGrads(&x, 1)
+		g["w"].Data[shardW-1] = float32(math.Inf(1))
+		if _, err := sharded.Step(ctx, g, StepOptions{}); !IsSlug(err, SlugInvalidTensor) {
+			t.Fatal(err) // check_finite: refused at prepare, nothing applied
+		}
+		loose, err := c.CreateSession(ctx, CreateRequest{Optimizer: "sgd", Hyperparams: map[string]any{"lr": 0.1}, Params: params,
+			Shards: 2, CheckFinite: Ptr(false), MaxGradNorm: Ptr(1.0)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// refused at the commit of the shard it falls in, after shard 0 took it: half-applied
+		if _, err := loose.Step(ctx, g, StepOptions{}); !errors.Is(err, ErrShardsDiverged) && !IsSlug(err, SlugInvalidTensor) {
+			t.Fatal(err)
+		}
+		if _, _, p := loose.shards.get(); p != nil {
+			t.Fatal("a refused commit is kept to be sent again")
+		}
+		// three clients, four steps each, the same gradient: every step applied once, in one order
+		one := Tensors{"w": NewTensor(make([]float32, shardW), 3, shardW/3), "b": NewTensor([]float32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 2, 5)}
+		var wg sync.WaitGroup
+		errs := make(chan error, 12)
+		for i := 0; i < 3; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s := NewClient(url).Session(sharded.ID, "")
+				for j := 0; j < 4; j++ {
+					if _, err := s.Step(ctx, one, StepOptions{}); err != nil {
+						errs <- err
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		info, err := sharded.Info(ctx)
+		if err != nil || info.Version != 12 || info.Step != 12 || info.Shards[0].Version != 12 || info.Shards[1].Version != 12 {
+			t.Fatal(info, err)
+		}
+		p, err := sharded.Params(ctx, ParamsOptions{Names: []string{"b"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := params["b"].Data[9]
+		for i := 0; i < 12; i++ {
+			want -= float32(0.1) * 10
+		}
+		if got := float32(p.Params["b"].At(9)); got != want {
+			t.Fatal(got, want)
+		}
+		_ = sharded.Delete(ctx)
+		_ = loose.Delete(ctx)
 	})
 }

@@ -233,8 +233,8 @@ func commitAll(ctx context.Context, c *Client, l *shardLayout, p *pendingCommit,
 	}
 	errs := parallel(rest, func(k int) error { return c.commitShard(ctx, l, p, k) })
 	if err := firstErr(errs); err != nil {
-		for i, e := range errs {
-			if IsSlug(e, SlugPreconditionFailed) || IsSlug(e, SlugNotFound) {
+		for i, e := range errs { // a refusal (412, 404, 422, ...) is final: that shard will not take the step
+			if e != nil && !outcomeUnknown(e) {
 				hold(p, true)
 				return nil, fmt.Errorf("%w: shard %s refused the commit of version %d after shard 0 took it (%v); "+
 					"the session is half-applied: restore the shards from checkpoints (DESIGN.md §3)",

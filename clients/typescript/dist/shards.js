@@ -4,7 +4,7 @@
  * prepares every shard, commits shard 0 and then the others, and assembles the result.
  */
 import { newKey } from "./client.js";
-import { InvalidTensorError, NotFoundError, OptdError, PreconditionFailedError, ShardsDivergedError, } from "./errors.js";
+import { InvalidTensorError, OptdError, PreconditionFailedError, ShardsDivergedError } from "./errors.js";
 import { sleep } from "./http.js";
 import { setOwn, size } from "./tensors.js";
 const PREPARE_EXPIRED = "urn:optd:problem:prepare-expired";
@@ -177,10 +177,12 @@ export async function commitAll(c, layout, p, hold) {
         return o.status === "rejected" ? [{ k, e: o.reason }] : [];
     });
     if (failed.length) {
-        const { k, e } = failed[0];
-        if (!failed.some((f) => f.e instanceof PreconditionFailedError || f.e instanceof NotFoundError))
-            throw e;
+        // a refusal (412, 404, 422, ...) is final: this shard will not take the step
+        const refused = failed.find((f) => !outcomeUnknown(f.e));
+        if (refused === undefined)
+            throw failed[0].e; // still held: the next step() sends these commits again
         hold(p, true);
+        const { k, e } = refused;
         const id = layout.shards[k].id;
         throw new ShardsDivergedError(`shard ${id} refused the commit of version ${p.version} after shard 0 took it (${String(e)}); ` +
             "the session is half-applied: restore the shards from checkpoints (DESIGN §3)", { status: e.status, problem: { version: p.version, shard: id }, cause: e });

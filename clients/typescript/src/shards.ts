@@ -6,13 +6,7 @@
 
 import type { OptdClient } from "./client.js";
 import { newKey } from "./client.js";
-import {
-  InvalidTensorError,
-  NotFoundError,
-  OptdError,
-  PreconditionFailedError,
-  ShardsDivergedError,
-} from "./errors.js";
+import { InvalidTensorError, OptdError, PreconditionFailedError, ShardsDivergedError } from "./errors.js";
 import { sleep } from "./http.js";
 import { type Tensor, type Tensors, setOwn, size } from "./tensors.js";
 import type { SessionInfo, StepOptions, StepResult } from "./types.js";
@@ -230,9 +224,11 @@ export async function commitAll(c: OptdClient, layout: ShardLayout, p: PendingCo
     return o.status === "rejected" ? [{ k, e: o.reason as unknown }] : [];
   });
   if (failed.length) {
-    const { k, e } = failed[0]!;
-    if (!failed.some((f) => f.e instanceof PreconditionFailedError || f.e instanceof NotFoundError)) throw e;
+    // a refusal (412, 404, 422, ...) is final: this shard will not take the step
+    const refused = failed.find((f) => !outcomeUnknown(f.e));
+    if (refused === undefined) throw failed[0]!.e; // still held: the next step() sends these commits again
     hold(p, true);
+    const { k, e } = refused;
     const id = layout.shards[k]!.id;
     throw new ShardsDivergedError(
       `shard ${id} refused the commit of version ${p.version} after shard 0 took it (${String(e)}); ` +

@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { ConflictError, OptdClient, type Tensors, tensor } from "@optd/client";
+import { ConflictError, InvalidTensorError, OptdClient, ShardsDivergedError, type Tensors, tensor } from "@optd/client";
 import { type Server, startServer } from "./helpers.js";
 
 const servers: Partial<Record<"memory" | "redis", Server>> = {};
@@ -101,6 +101,36 @@ for (const store of ["memory", "redis"] as const) {
       await assert.rejects(sharded.setParams({ b: new Float32Array(10) }), ConflictError);
       await sharded.delete();
       await plain.delete();
+    });
+
+    test("non-finite gradients: refused with check_finite, else their sumsq travel verbatim", async () => {
+      const c = client();
+      const rnd = noise(5);
+      const params = grads(rnd, 1);
+      const sharded = await c.createSession({ optimizer: "adam", lr: 0.1, params, shards: 2 });
+      const g = grads(rnd, 1);
+      g.w!.data[W - 1] = NaN; // in shard 1's piece
+      await assert.rejects(sharded.step(g), InvalidTensorError);
+      assert.deepEqual(
+        (await sharded.info()).shards!.map((s) => s.version),
+        [0, 0],
+      );
+      const config = { optimizer: "sgd", lr: 0.1, check_finite: false, max_grad_norm: 1, params };
+      const plain = await c.createSession(config);
+      const loose = await c.createSession({ ...config, shards: 2 });
+      g.w!.data[W - 1] = Infinity;
+      await assert.rejects(plain.step(g), InvalidTensorError);
+      // the server refuses the non-finite update at the commit of the shard it falls in,
+      // after shard 0 took the step (the session is half-applied): ShardsDivergedError,
+      // not a commit sent again by every later step (a server that refused it at prepare
+      // would answer InvalidTensorError, nothing applied)
+      const e = await loose.step(g).catch((e: unknown) => e);
+      assert.ok(
+        e instanceof InvalidTensorError || (e instanceof ShardsDivergedError && e.cause instanceof InvalidTensorError),
+        String(e),
+      );
+      assert.equal(loose.pending, undefined);
+      await Promise.all([sharded.delete(), plain.delete(), loose.delete()]);
     });
 
     test("a subset of the gradients, onlyUpdated, a stale If-Match", async () => {
