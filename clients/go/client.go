@@ -120,6 +120,9 @@ type CreateRequest struct {
 	StalenessLR   string            `json:"staleness_lr,omitempty"`
 	Labels        map[string]string `json:"labels,omitempty"`
 	TTLSeconds    *int              `json:"ttl_s,omitempty"`
+	// Shards splits the parameters over this many shard sessions (1-64, async mode;
+	// DESIGN.md §3, sharded sessions); 0 leaves it to the server (unsharded).
+	Shards int `json:"shards,omitempty"`
 	// Hyperparams by torch name: lr, betas, weight_decay, amsgrad, ...
 	Hyperparams map[string]any `json:"hyperparams,omitempty"`
 }
@@ -151,6 +154,7 @@ func (c *Client) CreateSession(ctx context.Context, req CreateRequest) (*Session
 	}
 	s := c.Session(info.ID, "")
 	s.setVersion(info.Version)
+	s.shards.learn(&info)
 	return s, nil
 }
 

@@ -48,6 +48,7 @@ func (s *Session) Info(ctx context.Context) (*SessionInfo, error) {
 		return nil, err
 	}
 	s.setVersion(info.Version)
+	s.shards.learn(&info)
 	return &info, nil
 }
 

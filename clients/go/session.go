@@ -19,6 +19,7 @@ type Session struct {
 	// Worker is the default worker id sent with every step.
 	Worker  string
 	version atomic.Int64
+	shards  shardState // sharded sessions (shards.go)
 }
 
 // Version is the session's version as of the last response this handle received.
@@ -54,6 +55,7 @@ type SessionInfo struct {
 	NumParams    int                  `json:"num_params"`
 	StateBytes   int                  `json:"state_bytes"`
 	Params       map[string]ParamInfo `json:"params"`
+	Shards       []ShardInfo          `json:"shards"` // a sharded session's shard sessions
 	CreatedAt    float64              `json:"created_at"`
 	UpdatedAt    float64              `json:"updated_at"`
 }
@@ -121,8 +123,8 @@ func printableASCII(s string) bool {
 	return true
 }
 
-// Step applies gradients (all parameters or a subset) and returns the new parameters.
-func (s *Session) Step(ctx context.Context, grads Tensors, opts StepOptions) (*StepResult, error) {
+// plainStep is Step on a session that is not sharded.
+func (s *Session) plainStep(ctx context.Context, grads Tensors, opts StepOptions, worker string) (*StepResult, error) {
 	c := s.client
 	key := opts.IdempotencyKey
 	if key == "" {
@@ -130,10 +132,6 @@ func (s *Session) Step(ctx context.Context, grads Tensors, opts StepOptions) (*S
 	}
 	header := ifMatch(opts.IfMatch)
 	header["Idempotency-Key"] = key
-	worker := opts.Worker
-	if worker == "" {
-		worker = s.Worker
-	}
 	fields := map[string]any{}
 	if c.json {
 		if opts.BaseVersion != nil {
@@ -185,6 +183,16 @@ func (s *Session) Step(ctx context.Context, grads Tensors, opts StepOptions) (*S
 		}
 		return s.awaitBarrier(ctx, doc.Barrier, opts.ParamsDType)
 	}
+	res, err := parseStep(r)
+	if err != nil {
+		return nil, err
+	}
+	s.setVersion(res.Version)
+	return res, nil
+}
+
+// parseStep reads a step's answer.
+func parseStep(r *reply) (*StepResult, error) {
 	f, params, err := parseTensors(r, "params")
 	if err != nil {
 		return nil, err
@@ -197,7 +205,6 @@ func (s *Session) Step(ctx context.Context, grads Tensors, opts StepOptions) (*S
 			}
 		}
 	}
-	s.setVersion(res.Version)
 	return res, nil
 }
 

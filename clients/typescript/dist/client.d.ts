@@ -2,7 +2,7 @@
 import { Http, type Reply, type Request } from "./http.js";
 import { Session } from "./session.js";
 import { type Tensors } from "./tensors.js";
-import type { ClientOptions, CreateSessionRequest, SessionInfo, SessionPage, Wire } from "./types.js";
+import type { ClientOptions, CreateSessionRequest, SessionInfo, SessionPage, StepOptions, Wire } from "./types.js";
 export declare const SAFETENSORS = "application/x-safetensors";
 export declare const JSON_TYPE = "application/json";
 export declare const VERSION = "0.1.0";
@@ -17,6 +17,7 @@ export declare class OptdClient {
     readonly wire: Wire;
     readonly barrierTimeoutMs: number;
     readonly pollWaitS: number;
+    readonly shardWaitMs: number;
     /** @internal */
     readonly http: Http;
     constructor(options?: ClientOptions);
@@ -43,6 +44,8 @@ export declare class OptdClient {
     json(req: Request): Promise<unknown>;
     /** @internal A tensor body in the client's wire format. */
     tensorBody(tensors: Tensors, key: string, fields?: Record<string, unknown>): Uint8Array | string;
+    /** @internal A gradient body: `tensors` as `options.gradDtype` says, with `fields`. */
+    gradBody(tensors: Tensors, options: StepOptions, fields?: Record<string, unknown>): Uint8Array | string;
     /** @internal Scalar fields and tensors of a tensor response, whatever its format. */
     parseTensors(reply: Reply, key: string): {
         fields: Record<string, unknown>;

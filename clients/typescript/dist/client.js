@@ -1,8 +1,10 @@
 /** `OptdClient`: configuration, session creation and listing, and the shared wire helpers. */
+import { bfloat16Tensors, encodeInt8Block } from "./compress.js";
 import { decodeJSONTensors, jsonBody } from "./jsonwire.js";
 import { Http } from "./http.js";
 import { decodeSafetensors, encodeSafetensors } from "./safetensors.js";
 import { Session } from "./session.js";
+import { layoutOf } from "./shards.js";
 import { toTensors } from "./tensors.js";
 export const SAFETENSORS = "application/x-safetensors";
 export const JSON_TYPE = "application/json";
@@ -22,6 +24,7 @@ const CREATE_KEYS = new Set([
     "staleness_lr",
     "labels",
     "ttl_s",
+    "shards",
 ]);
 export const PATCH_KEYS = new Set([
     "min_workers",
@@ -75,6 +78,7 @@ export class OptdClient {
     wire;
     barrierTimeoutMs;
     pollWaitS;
+    shardWaitMs;
     /** @internal */
     http;
     constructor(options = {}) {
@@ -87,6 +91,7 @@ export class OptdClient {
         this.wire = wire;
         this.barrierTimeoutMs = options.barrierTimeoutMs ?? 600_000;
         this.pollWaitS = options.pollWaitS ?? 30;
+        this.shardWaitMs = options.shardWaitMs ?? 10_000;
         const headers = { ...(options.headers ?? {}) };
         if (options.apiKey)
             headers.authorization = `Bearer ${options.apiKey}`;
@@ -124,6 +129,7 @@ export class OptdClient {
         }));
         const session = new Session(this, info.id);
         session.version = info.version;
+        session.layout = layoutOf(info);
         return session;
     }
     /** A handle on an existing session (no request is made). */
@@ -170,6 +176,22 @@ export class OptdClient {
         for (const [k, v] of Object.entries(fields))
             meta[k] = typeof v === "string" ? v : JSON.stringify(v);
         return encodeSafetensors(tensors, Object.keys(meta).length ? meta : undefined);
+    }
+    /** @internal A gradient body: `tensors` as `options.gradDtype` says, with `fields`. */
+    gradBody(tensors, options, fields = {}) {
+        if (options.gradDtype === "int8") {
+            if (this.wire !== "safetensors")
+                throw new TypeError("int8 gradients travel as safetensors only (wire: 'safetensors')");
+            const meta = {};
+            for (const [k, v] of Object.entries(fields))
+                meta[k] = typeof v === "string" ? v : JSON.stringify(v);
+            return encodeInt8Block(tensors, meta, options.block ?? 256);
+        }
+        if (options.gradDtype === "bfloat16")
+            tensors = bfloat16Tensors(tensors);
+        else if (options.gradDtype !== undefined && options.gradDtype !== "float32")
+            throw new TypeError(`gradDtype must be float32, bfloat16 or int8, got ${String(options.gradDtype)}`);
+        return this.tensorBody(tensors, "grads", fields);
     }
     /** @internal Scalar fields and tensors of a tensor response, whatever its format. */
     parseTensors(reply, key) {

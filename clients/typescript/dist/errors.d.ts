@@ -392,6 +392,31 @@ declare const RedirectLoopError_base: {
 /** Too many 307s to session owners (or owner fail-overs) for one request. */
 export declare class RedirectLoopError extends RedirectLoopError_base {
 }
+declare const ShardsDivergedError_base: {
+    new (message: string, init?: OptdErrorInit): {
+        readonly status: number | undefined;
+        readonly problem: Problem;
+        readonly type: string;
+        readonly slug: string;
+        readonly title: string;
+        readonly detail: string;
+        /** Seconds, from `Retry-After` or the problem's `retry_after`. */
+        readonly retryAfter: number | undefined;
+        /** The session's version when the server names it (stale-gradient, conflict, 412). */
+        get currentVersion(): number | undefined;
+        name: string;
+        message: string;
+        stack?: string;
+        cause?: unknown;
+    };
+    readonly slug: string;
+};
+/** A sharded session's shards stayed at different versions: another client's step was
+ * between its commits for longer than the client waits (`shardWaitMs`), or it died there,
+ * or a shard refused a commit after shard 0 took it. The session is half-applied:
+ * restore the shards from checkpoints (DESIGN §3). `problem.versions` / `problem.shard`. */
+export declare class ShardsDivergedError extends ShardsDivergedError_base {
+}
 declare const BarrierTimeoutError_base: {
     new (message: string, init?: OptdErrorInit): {
         readonly status: number | undefined;

@@ -76,6 +76,12 @@ export class TransportError extends kind("transport") {
 /** Too many 307s to session owners (or owner fail-overs) for one request. */
 export class RedirectLoopError extends kind("redirect-loop") {
 }
+/** A sharded session's shards stayed at different versions: another client's step was
+ * between its commits for longer than the client waits (`shardWaitMs`), or it died there,
+ * or a shard refused a commit after shard 0 took it. The session is half-applied:
+ * restore the shards from checkpoints (DESIGN §3). `problem.versions` / `problem.shard`. */
+export class ShardsDivergedError extends kind("shards-diverged") {
+}
 /** A sync-mode step's barrier did not complete within the client's `barrierTimeoutMs`. */
 export class BarrierTimeoutError extends kind("barrier-timeout") {
 }

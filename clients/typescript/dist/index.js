@@ -4,6 +4,7 @@
  */
 export { OptdClient, SAFETENSORS, VERSION, newKey } from "./client.js";
 export { Session, checkpointSlot } from "./session.js";
+export { assembleParts, layoutOf, splitGrads } from "./shards.js";
 export { retryDelay } from "./http.js";
 export { SafetensorsError, decodeSafetensors, encodeSafetensors } from "./safetensors.js";
 export { decodeJSONTensor, decodeJSONTensors, jsonBody, tensorJSON } from "./jsonwire.js";

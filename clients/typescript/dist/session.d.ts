@@ -1,5 +1,6 @@
 /** `Session`: one optimizer session on the server. */
 import type { OptdClient } from "./client.js";
+import { type PendingCommit, type ShardLayout } from "./shards.js";
 import { type TensorInputs } from "./tensors.js";
 import type { Checkpoint, JoinResult, ParamsOptions, ParamsResult, SessionInfo, SessionOptions, StepOptions, StepResult, WorkersInfo } from "./types.js";
 export declare class Session {
@@ -15,8 +16,20 @@ export declare class Session {
     /** Default worker id sent with every step (sync mode needs one per worker). */
     worker?: string | undefined);
     private path;
-    /** Apply gradients (all parameters or a subset); resolves with the new parameters. */
+    /** @internal The shards of a sharded session (null: not sharded, undefined: not known yet). */
+    layout: ShardLayout | null | undefined;
+    /** @internal A sharded step some of whose shards have not committed yet. */
+    pending: PendingCommit | undefined;
+    /**
+     * Apply gradients (all parameters or a subset); resolves with the new parameters.
+     * On a sharded session (`shards` at create), the step is the two-phase protocol over
+     * the shard sessions; a step left half-applied by an error is finished by the next
+     * `step()` (which returns that step's result when given the same `idempotencyKey`).
+     */
     step(grads: TensorInputs, options?: StepOptions): Promise<StepResult>;
+    private readonly hold;
+    private done;
+    private plainStep;
     /** A sync step that waited in vain (202): long-poll for the round's version + 1. */
     private awaitBarrier;
     /** Current parameters; with `minVersion` and `wait`, long-polls (compare `version`). */

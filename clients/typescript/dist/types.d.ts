@@ -1,5 +1,6 @@
 /** Request and response shapes of the optd API (field names are the server's JSON names). */
 import type { GradDtype, ParamsDtype } from "./compress.js";
+import type { ShardInfo } from "./shards.js";
 import type { Tensor, TensorInputs, Tensors } from "./tensors.js";
 export type Wire = "safetensors" | "json";
 export interface ClientOptions {
@@ -19,6 +20,9 @@ export interface ClientOptions {
     barrierTimeoutMs?: number;
     /** `wait` of each long-poll after a 202 (default 30 s). */
     pollWaitS?: number;
+    /** Sharded sessions: how long a step waits for the shards' versions to agree
+     * (another client's step between its commits) before it raises (default 10 s). */
+    shardWaitMs?: number;
     headers?: Record<string, string>;
     /** A fetch implementation (default the global one). */
     fetch?: typeof fetch;
@@ -46,6 +50,8 @@ export interface SessionOptions {
     staleness_lr?: "none" | "inverse";
     labels?: Record<string, string>;
     ttl_s?: number | null;
+    /** Split the parameters over this many shard sessions (1-64, async mode; create only). */
+    shards?: number;
     [hyperparam: string]: unknown;
 }
 export interface CreateSessionRequest extends SessionOptions {
@@ -70,6 +76,8 @@ export interface SessionInfo {
         step: number;
     }> | null;
     labels: Record<string, string>;
+    /** A sharded session's shard sessions, in shard order. */
+    shards?: ShardInfo[] | null;
     created_at: number;
     updated_at: number;
     [field: string]: unknown;

@@ -1,11 +1,13 @@
 /** `OptdClient`: configuration, session creation and listing, and the shared wire helpers. */
 
+import { bfloat16Tensors, encodeInt8Block } from "./compress.js";
 import { decodeJSONTensors, jsonBody } from "./jsonwire.js";
 import { Http, type Reply, type Request } from "./http.js";
 import { decodeSafetensors, encodeSafetensors } from "./safetensors.js";
 import { Session } from "./session.js";
+import { layoutOf } from "./shards.js";
 import { type Tensors, toTensors } from "./tensors.js";
-import type { ClientOptions, CreateSessionRequest, SessionInfo, SessionPage, Wire } from "./types.js";
+import type { ClientOptions, CreateSessionRequest, SessionInfo, SessionPage, StepOptions, Wire } from "./types.js";
 
 export const SAFETENSORS = "application/x-safetensors";
 export const JSON_TYPE = "application/json";
@@ -26,6 +28,7 @@ const CREATE_KEYS = new Set([
   "staleness_lr",
   "labels",
   "ttl_s",
+  "shards",
 ]);
 export const PATCH_KEYS = new Set([
   "min_workers",
@@ -77,6 +80,7 @@ export class OptdClient {
   readonly wire: Wire;
   readonly barrierTimeoutMs: number;
   readonly pollWaitS: number;
+  readonly shardWaitMs: number;
   /** @internal */
   readonly http: Http;
 
@@ -89,6 +93,7 @@ export class OptdClient {
     this.wire = wire;
     this.barrierTimeoutMs = options.barrierTimeoutMs ?? 600_000;
     this.pollWaitS = options.pollWaitS ?? 30;
+    this.shardWaitMs = options.shardWaitMs ?? 10_000;
     const headers: Record<string, string> = { ...(options.headers ?? {}) };
     if (options.apiKey) headers.authorization = `Bearer ${options.apiKey}`;
     const policy = {
@@ -135,6 +140,7 @@ export class OptdClient {
     })) as SessionInfo;
     const session = new Session(this, info.id);
     session.version = info.version;
+    session.layout = layoutOf(info);
     return session;
   }
 
@@ -188,6 +194,21 @@ export class OptdClient {
     const meta: Record<string, string> = {};
     for (const [k, v] of Object.entries(fields)) meta[k] = typeof v === "string" ? v : JSON.stringify(v);
     return encodeSafetensors(tensors, Object.keys(meta).length ? meta : undefined);
+  }
+
+  /** @internal A gradient body: `tensors` as `options.gradDtype` says, with `fields`. */
+  gradBody(tensors: Tensors, options: StepOptions, fields: Record<string, unknown> = {}): Uint8Array | string {
+    if (options.gradDtype === "int8") {
+      if (this.wire !== "safetensors")
+        throw new TypeError("int8 gradients travel as safetensors only (wire: 'safetensors')");
+      const meta: Record<string, string> = {};
+      for (const [k, v] of Object.entries(fields)) meta[k] = typeof v === "string" ? v : JSON.stringify(v);
+      return encodeInt8Block(tensors, meta, options.block ?? 256);
+    }
+    if (options.gradDtype === "bfloat16") tensors = bfloat16Tensors(tensors);
+    else if (options.gradDtype !== undefined && options.gradDtype !== "float32")
+      throw new TypeError(`gradDtype must be float32, bfloat16 or int8, got ${String(options.gradDtype)}`);
+    return this.tensorBody(tensors, "grads", fields);
   }
 
   /** @internal Scalar fields and tensors of a tensor response, whatever its format. */

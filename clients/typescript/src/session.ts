@@ -2,10 +2,10 @@
 
 import type { OptdClient } from "./client.js";
 import { PATCH_KEYS, newKey, splitOptions } from "./client.js";
-import { bfloat16Tensors, encodeInt8Block } from "./compress.js";
-import { BarrierTimeoutError } from "./errors.js";
+import { BarrierTimeoutError, ConflictError } from "./errors.js";
 import { sleep } from "./http.js";
-import { type TensorInputs, setOwn, toTensors } from "./tensors.js";
+import { type Hold, type PendingCommit, type ShardLayout, commitAll, layoutOf, shardedStep } from "./shards.js";
+import { type TensorInputs, type Tensors, setOwn, toTensors } from "./tensors.js";
 import type {
   Barrier,
   Checkpoint,
@@ -40,17 +40,61 @@ export class Session {
     return `/v1/sessions/${encodeURIComponent(this.id)}${tail}`;
   }
 
-  /** Apply gradients (all parameters or a subset); resolves with the new parameters. */
+  /** @internal The shards of a sharded session (null: not sharded, undefined: not known yet). */
+  layout: ShardLayout | null | undefined;
+  /** @internal A sharded step some of whose shards have not committed yet. */
+  pending: PendingCommit | undefined;
+
+  /**
+   * Apply gradients (all parameters or a subset); resolves with the new parameters.
+   * On a sharded session (`shards` at create), the step is the two-phase protocol over
+   * the shard sessions; a step left half-applied by an error is finished by the next
+   * `step()` (which returns that step's result when given the same `idempotencyKey`).
+   */
   async step(grads: TensorInputs, options: StepOptions = {}): Promise<StepResult> {
-    const c = this.client;
-    let tensors = toTensors("grads", grads);
+    const tensors = toTensors("grads", grads);
     const worker = options.worker ?? this.worker;
+    if (this.pending !== undefined && this.layout) {
+      // this handle's last step may not be on every shard yet: finish it first
+      const p = this.pending;
+      const result = await commitAll(this.client, this.layout, p, this.hold);
+      if (result !== undefined) this.done(result);
+      if (result !== undefined && options.idempotencyKey !== undefined && options.idempotencyKey === p.key)
+        return result;
+    }
+    if (this.layout === undefined) {
+      try {
+        return await this.plainStep(tensors, options, worker);
+      } catch (e) {
+        if (!(e instanceof ConflictError)) throw e;
+        await this.info(); // a step on a sharded session is 409: learn its shards
+        if (!this.layout) throw e;
+      }
+    }
+    if (!this.layout) return this.plainStep(tensors, options, worker);
+    const result = await shardedStep(this.client, this.layout, tensors, options, worker, this.hold);
+    return this.done(result);
+  }
+
+  private readonly hold: Hold = (p, done = false) => {
+    if (!done) this.pending = p;
+    else if (this.pending === p) this.pending = undefined;
+  };
+
+  private done(result: StepResult): StepResult {
+    this.version = result.version;
+    const { params: _, ...info } = result;
+    this.last = info;
+    return result;
+  }
+
+  private async plainStep(tensors: Tensors, options: StepOptions, worker: string | undefined): Promise<StepResult> {
+    const c = this.client;
     const headers: Record<string, string> = {
       "idempotency-key": options.idempotencyKey ?? newKey(),
       ...ifMatch(options.ifMatch),
     };
-    if (options.paramsDtype && options.paramsDtype !== "float32")
-      headers["optd-response-dtype"] = options.paramsDtype;
+    if (options.paramsDtype && options.paramsDtype !== "float32") headers["optd-response-dtype"] = options.paramsDtype;
     const fields: Record<string, unknown> = {};
     if (c.wire === "safetensors") {
       if (options.baseVersion !== undefined) headers["optd-base-version"] = String(options.baseVersion);
@@ -64,19 +108,7 @@ export class Session {
       if (worker !== undefined) fields.worker = worker;
       if (options.loss !== undefined) fields.loss = options.loss;
     }
-    let body: Uint8Array | string;
-    if (options.gradDtype === "int8") {
-      if (c.wire !== "safetensors")
-        throw new TypeError("int8 gradients travel as safetensors only (wire: 'safetensors')");
-      const meta: Record<string, string> = {};
-      for (const [k, v] of Object.entries(fields)) meta[k] = typeof v === "string" ? v : JSON.stringify(v);
-      body = encodeInt8Block(tensors, meta, options.block ?? 256);
-    } else {
-      if (options.gradDtype === "bfloat16") tensors = bfloat16Tensors(tensors);
-      else if (options.gradDtype !== undefined && options.gradDtype !== "float32")
-        throw new TypeError(`gradDtype must be float32, bfloat16 or int8, got ${String(options.gradDtype)}`);
-      body = c.tensorBody(tensors, "grads", fields);
-    }
+    const body = c.gradBody(tensors, options, fields);
     const reply = await c.http.send({
       method: "POST",
       path: this.path("/step"),
@@ -105,10 +137,7 @@ export class Session {
         replayed: reply.headers.get("idempotent-replayed")?.toLowerCase() === "true",
       };
     }
-    this.version = result.version;
-    const { params: _, ...info } = result;
-    this.last = info;
-    return result;
+    return this.done(result);
   }
 
   /** A sync step that waited in vain (202): long-poll for the round's version + 1. */
@@ -211,6 +240,7 @@ export class Session {
   async info(): Promise<SessionInfo> {
     const info = (await this.client.json({ method: "GET", path: this.path() })) as SessionInfo;
     this.version = info.version;
+    this.layout = layoutOf(info);
     return info;
   }
 

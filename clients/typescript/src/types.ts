@@ -1,6 +1,7 @@
 /** Request and response shapes of the optd API (field names are the server's JSON names). */
 
 import type { GradDtype, ParamsDtype } from "./compress.js";
+import type { ShardInfo } from "./shards.js";
 import type { Tensor, TensorInputs, Tensors } from "./tensors.js";
 
 export type Wire = "safetensors" | "json";
@@ -22,6 +23,9 @@ export interface ClientOptions {
   barrierTimeoutMs?: number;
   /** `wait` of each long-poll after a 202 (default 30 s). */
   pollWaitS?: number;
+  /** Sharded sessions: how long a step waits for the shards' versions to agree
+   * (another client's step between its commits) before it raises (default 10 s). */
+  shardWaitMs?: number;
   headers?: Record<string, string>;
   /** A fetch implementation (default the global one). */
   fetch?: typeof fetch;
@@ -51,6 +55,8 @@ export interface SessionOptions {
   staleness_lr?: "none" | "inverse";
   labels?: Record<string, string>;
   ttl_s?: number | null;
+  /** Split the parameters over this many shard sessions (1-64, async mode; create only). */
+  shards?: number;
   [hyperparam: string]: unknown;
 }
 
@@ -74,6 +80,8 @@ export interface SessionInfo {
   state_bytes: number;
   params: Record<string, { shape: number[]; step: number }> | null;
   labels: Record<string, string>;
+  /** A sharded session's shard sessions, in shard order. */
+  shards?: ShardInfo[] | null;
   created_at: number;
   updated_at: number;
   [field: string]: unknown;
