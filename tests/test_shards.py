@@ -148,6 +148,26 @@ def test_nan_is_refused_on_every_shard(client: TestClient) -> None:
     assert read(client, info["id"])[0] == 0
 
 
+def test_a_non_finite_gradient_is_refused_whole_without_check_finite(client: TestClient) -> None:
+    # unsharded, an Inf makes the update non-finite and the step is refused; sharded, the
+    # shard it falls in would learn that only after shard 0 applied: shard 0 refuses
+    plain, info = create_pair(client, 2, check_finite=False)
+    g = grads_at(0)
+    g["norm.scale"][1] = np.inf
+    assert_problem(
+        client.post(f"/v1/sessions/{plain}/step", content=st_save(g), headers={"content-type": ST}),
+        422,
+        "invalid-tensor",
+    )
+    answers = [r.json() for r in sp.prepare(client, info, g)]  # no check: both answer
+    sumsq = answers[0]["sumsq"] + answers[1]["sumsq"]
+    assert "Infinity" in sumsq
+    r = sp.commit(client, info["shards"][0], answers[0]["prepared"], sumsq, 0)
+    assert_problem(r, 422, "invalid-tensor")
+    described = client.get(f"/v1/sessions/{info['id']}").json()
+    assert [s["version"] for s in described["shards"]] == [0, 0]
+
+
 def test_commit_needs_if_match_and_a_known_token(client: TestClient) -> None:
     _, info = create_pair(client, 2)
     s0 = info["shards"][0]

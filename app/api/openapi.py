@@ -30,13 +30,15 @@ WHY = {
     404: "not-found: no such session, or one of another tenant",
     406: "not-acceptable: Accept names neither JSON nor safetensors",
     409: "conflict (a concurrent request with the same Idempotency-Key, a base_version "
-    "ahead, or a write that lost 50 races) or stale-gradient (beyond max_staleness)",
+    "ahead, a write that lost 50 races, a sharded session's whole asked what its shards "
+    "do), stale-gradient (beyond max_staleness) or prepare-expired (a shard's commit)",
     412: "precondition-failed: If-Match names another version (current_version says which)",
     413: "too-large: the body, the JSON body, the tensor count or a safetensors header "
     "exceeds its limit",
     415: "unsupported-media-type: Content-Type is neither JSON nor safetensors",
     422: "invalid-tensor, invalid-config or idempotency-mismatch: well-formed but refused "
     "(shapes, dtypes, names, non-finite values, hyperparameters, a reused key)",
+    428: "precondition-required: a shard's commit without If-Match (DESIGN §3)",
     429: "rate-limited: the tenant's rate or a quota; see Retry-After",
     503: "store-unavailable: the store cannot be reached; see Retry-After",
 }

@@ -244,6 +244,14 @@ class ShardCommit(_Closed):
     loss: float | None = None
 
 
+class Prepare(_Closed):
+    """POST .../prepare in JSON: a shard's part of a sharded step (DESIGN §3)."""
+
+    model_config = ConfigDict(json_schema_extra={"example": {"grads": {"w": [0.1, -0.2]}}})
+
+    grads: dict[Name, TensorIn] = Field(description="the shard's pieces, 1-D; {} for none")
+
+
 class Prepared(BaseModel):
     """POST .../prepare: a shard's part checked and kept for its commit (DESIGN §3)."""
 
@@ -357,8 +365,11 @@ MODELS: tuple[type[BaseModel], ...] = (
     SessionInfo,
     SessionList,
     StepRequest,
+    ShardCommit,
     StepResponse,
     BarrierPending,
+    Prepare,
+    Prepared,
     Params,
     ParamsPut,
     Version,

@@ -141,7 +141,13 @@ def decode_gradients(
 
 # The member of each JSON body that holds its tensors: in large bodies their arrays are
 # parsed straight into numpy (app.codec.json_numbers) instead of into Python floats.
-_TENSORS_AT = {"session": "params", "step": "grads", "params": "params", "checkpoint": "tensors"}
+_TENSORS_AT = {
+    "session": "params",
+    "step": "grads",
+    "prepare": "grads",
+    "params": "params",
+    "checkpoint": "tensors",
+}
 
 
 def parse_json_object(body: bytes, what: str, allowed: set[str] | None = None) -> dict[str, Any]:

@@ -112,7 +112,7 @@ async def import_state(
         raise InvalidBody("checkpoint: the meta document must be a JSON object")
     try:
         meta = SessionMeta.from_document(doc)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # e.g. scalars: 1.0
         raise InvalidBody(
             f"checkpoint: malformed meta document ({exc}); export one with GET .../state"
         ) from None

@@ -173,10 +173,14 @@ class Steps:
         part = self.parts.get(req.prepared, sid, meta.tenant)
         cfg = meta.config.resolve()
         norm = norm_of(req.sumsq)
-        if cfg.config.check_finite and not math.isfinite(norm):
+        if not math.isfinite(norm):
+            # whatever check_finite says: whether a non-finite gradient would make some
+            # shard's state non-finite (refused there after shard 0 applied it) cannot be
+            # known here, so every shard refuses it, shard 0 first (DESIGN §3)
             raise InvalidTensor(
-                "sumsq: the gradient holds NaN or Inf (in another shard's part); nothing was "
-                "applied (check the loss, or lower the learning rate)"
+                "sumsq: the gradient holds NaN or Inf, or its squares overflow; a sharded "
+                "session refuses such a step on every shard and nothing was applied (check "
+                "the loss, or lower the learning rate)"
             )
         state = meta.state(cur.slots)
         grad = part.flat.copy()

@@ -9,9 +9,15 @@ from starlette.responses import Response
 
 from app.api import openapi as doc
 from app.api.deps import CallerDep, EngineDep, SettingsDep
-from app.api.routes.step import STEP_DOC, parse_step
-from app.api.schemas import Prepared
-from app.api.transport import json_response, read_body
+from app.api.schemas import Prepare, Prepared
+from app.api.transport import (
+    decode_gradients,
+    decode_json_tensors,
+    json_response,
+    parse_json_object,
+    read_body,
+    request_format,
+)
 
 router = APIRouter(prefix="/v1/sessions", tags=["step"])
 
@@ -27,11 +33,19 @@ router = APIRouter(prefix="/v1/sessions", tags=["step"])
     '`{"prepared": token, "sumsq": [every shard\'s, in order]}` and `If-Match` (DESIGN §3).',
     responses=doc.ok(200, "the part is kept; commit it with the token", Prepared)
     | doc.problems(*doc.V1, 400, 404, 409, 413, 415, 422),
-    openapi_extra={"requestBody": STEP_DOC["requestBody"]},
+    openapi_extra=doc.body(
+        Prepare,
+        '`{"grads": {name: 1-D piece}}` (`{"grads": {}}`: no gradient for this shard in '
+        "this step), or a safetensors file of the pieces.",
+    ),
 )
 async def prepare(
     sid: str, request: Request, engine: EngineDep, settings: SettingsDep, caller: CallerDep
 ) -> Response:
     body = await read_body(request, settings)
-    req = parse_step(request, body, settings)
-    return json_response(await engine.prepare(sid, caller, req.grads))
+    if request_format(request) == "json":
+        obj = parse_json_object(body, "prepare", {"grads"})
+        grads = decode_json_tensors(obj.get("grads"), "grads", settings)
+    else:
+        grads, _ = decode_gradients(body, settings)
+    return json_response(await engine.prepare(sid, caller, grads))

@@ -95,7 +95,7 @@ STEP_RESPONSES = (
         "applied, with Prefer: return=minimal",
         headers={**STEP_HEADERS, "Preference-Applied": "return=minimal"},
     )
-    | doc.problems(*doc.V1, 400, 404, 406, 409, 412, 413, 415, 422)
+    | doc.problems(*doc.V1, 400, 404, 406, 409, 412, 413, 415, 422, 428)
 )
 
 
@@ -249,7 +249,9 @@ async def _step(
     "arrival (`base_version` older than `max_staleness` is 409 stale-gradient); sync "
     "sessions average the gradients of `workers` distinct workers for the same "
     "`base_version` and answer every worker the same parameters. Durable before the "
-    "answer; with an `Idempotency-Key`, applied at most once.",
+    "answer; with an `Idempotency-Key`, applied at most once. On a shard session of a "
+    "sharded session, the JSON body may instead be the commit of a prepared part "
+    "(`ShardCommit`: `prepared`, `sumsq`; needs `If-Match`, else 428; DESIGN §3).",
     responses=STEP_RESPONSES,
     openapi_extra=STEP_DOC,
 )

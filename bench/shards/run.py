@@ -1,0 +1,287 @@
+"""One big session on more than one API process: sharded sessions (DESIGN §3).
+
+Run (from the repository root): `python -m bench.shards [--quick] [--write]`.
+
+Issue #18 item 2. Systems, all driven by the Python SDK (`optd_client.Client`,
+safetensors, Adam, float32, the same gradient every step), on `optd serve` processes
+sharing one private redis-server (no persistence; the gradient log as configured by
+default), and a Ray actor parameter server (bench/peers/ray_ps.py) when Ray is installed:
+
+- `1 process, shards K`: one process; K = 1 is an ordinary (unsharded) session.
+- `2 processes, shards K`: two processes behind a per-request round-robin balancer in the
+  client (bench/peers/owners.py's `RoundRobin`), session owners on (redirect): each shard
+  session is owned by the process that got its first request, and the SDK sends each
+  shard's requests to its owner, in parallel.
+- `Ray actor`: `ray.get(ps.step.remote(grads))` on one actor (state in its memory only).
+
+Within a size the systems take turns step by step, order rotated every repeat, after
+warm-up; client-side wall time per step, p50 and p90. Ratios are p50 over the
+unsharded session on one process and over Ray's, in the same run.
+
+Floors in the same run, to tell what binds: `SDK split + assemble` (the client's own
+work per step of a 2-shard session, no I/O), `Redis absorbs a step` (one pipeline that
+SETs the gradient and reads nothing: what the gradient log costs one redis-server, which
+every shard shares).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import redis as redis_lib
+from optd_client import Client
+
+from bench.common import harness as h
+from bench.common import report as rep
+from bench.peers import procs as pp
+from bench.peers import ray_ps
+from bench.peers.owners import RoundRobin
+
+SECTION = "## Sharded sessions (python -m bench.shards)"
+# (parameters, tensors, repeats, warm-up steps, shard counts)
+FULL = [(10_000_000, 1, 12, 2, (1, 2, 4)), (1_000_000, 200, 40, 3, (1, 2))]
+QUICK = [(1_000_000, 1, 6, 1, (1, 2)), (200_000, 20, 6, 1, (1, 2))]
+BASE = "1 process, shards 1"
+
+
+def problem(n: int, tensors: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    sizes = [n // tensors + (1 if i < n % tensors else 0) for i in range(tensors)]
+    p0 = {f"t{i:03d}": rng.standard_normal(s, dtype=np.float32) for i, s in enumerate(sizes)}
+    g = {k: rng.standard_normal(v.size, dtype=np.float32) * np.float32(0.01) for k, v in p0.items()}
+    return p0, g
+
+
+class OptdSystem:
+    def __init__(self, make: Callable[[], Client], p0: dict[str, np.ndarray], shards: int) -> None:
+        self.client = make()
+        kw: dict[str, Any] = {"shards": shards} if shards > 1 else {}
+        self.session = self.client.create_session("adam", p0, lr=1e-3, **kw)
+
+    def step(self, g: dict[str, np.ndarray]) -> None:
+        self.session.step(g)
+
+    def close(self) -> None:
+        self.session.delete()
+        self.client.close()
+
+
+class RaySystem:
+    def __init__(self, p0: dict[str, np.ndarray]) -> None:
+        import ray
+
+        self.ray = ray
+        self.actor = ray_ps.actor_class().remote(p0)
+
+    def step(self, g: dict[str, np.ndarray]) -> None:
+        self.ray.get(self.actor.step.remote(g))
+
+    def close(self) -> None:
+        self.ray.kill(self.actor)
+
+
+def measure(
+    n: int,
+    tensors: int,
+    repeats: int,
+    warmup: int,
+    ks: tuple[int, ...],
+    urls: dict[str, Any],
+    placed: Callable[[], None],
+) -> dict[str, tuple[float, float]]:
+    p0, g = problem(n, tensors)
+    systems: dict[str, Any] = {}
+    for k in ks:
+        systems[f"1 process, shards {k}"] = OptdSystem(urls["one"], p0, k)
+    for k in ks:
+        systems[f"2 processes, shards {k}"] = OptdSystem(urls["two"], p0, k)
+    if ray_ps.available():
+        systems["Ray actor"] = RaySystem(p0)
+    times: dict[str, list[float]] = {k: [] for k in systems}
+    try:
+        for _ in range(warmup):
+            for s in systems.values():
+                s.step(g)
+        keys = list(systems)
+        progress = rep.Progress(repeats)
+        for r in range(repeats):
+            for k in keys[r % len(keys) :] + keys[: r % len(keys)]:
+                t0 = time.perf_counter()
+                systems[k].step(g)
+                times[k].append(time.perf_counter() - t0)
+            if r % max(1, repeats // 4) == 0 or r == repeats - 1:
+                progress.i = r
+                progress.cell(f"{rep.fmt_n(n)} x {tensors}: repeat {r + 1}")
+        placed()  # while the sessions (and their owners' leases) exist
+    finally:
+        for s in systems.values():
+            s.close()
+    return {k: (statistics.median(v), float(np.percentile(v, 90))) for k, v in times.items()}
+
+
+def floors(n: int, tensors: int, redis_url: str, repeats: int) -> dict[str, float]:
+    """p50 of the client's own split + assemble for 2 shards, and of one redis-server
+    absorbing a step's gradient (the log's write, 4 bytes a parameter)."""
+    from optd_client import _shards
+
+    p0, g = problem(n, tensors)
+    shapes = {k: list(v.shape) for k, v in p0.items()}
+    total = sum(v.size for v in p0.values())
+    cut = (total // 2) // 32768 * 32768 or total // 2
+    layout = _shards.layout_of(_info(shapes, total, cut))
+    assert layout is not None
+    blob = np.ones(total, np.float32).tobytes()
+    r = redis_lib.Redis.from_url(redis_url)
+    split, absorb = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        parts = _shards.split(layout, g)
+        _shards.assemble(layout, parts)
+        split.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        r.set("bench:shards:floor", blob)
+        absorb.append(time.perf_counter() - t0)
+    r.delete("bench:shards:floor")
+    r.close()
+    return {
+        "SDK split + assemble": statistics.median(split),
+        "Redis absorbs a step": statistics.median(absorb),
+    }
+
+
+def _info(shapes: dict[str, list[int]], total: int, cut: int) -> dict[str, Any]:
+    """A session info with two shards cut at `cut` (the layout the SDK splits by)."""
+    shards, pos = [], 0
+    for j, (a, b) in enumerate(((0, cut), (cut, total))):
+        tensors, pos = [], 0
+        for name, shape in shapes.items():
+            size = int(np.prod(shape))
+            lo, hi = max(a, pos), min(b, pos + size)
+            if lo < hi:
+                tensors.append({"name": name, "start": lo - pos, "stop": hi - pos})
+            pos += size
+        shards.append({"id": f"s-s{j}", "index": j, "start": a, "stop": b, "tensors": tensors})
+    return {"id": "s", "params": {k: {"shape": v} for k, v in shapes.items()}, "shards": shards}
+
+
+def owners(redis_url: str, procs: dict[str, h.Proc]) -> str:
+    """Which process owns how many shard sessions now (the leases in Redis)."""
+    r = redis_lib.Redis.from_url(redis_url)
+    by_port = {str(p.port): name for name, p in procs.items()}
+    counts: dict[str, int] = {}
+    for key in r.scan_iter("optd:{*-s*}:owner"):
+        holder = (r.get(key) or b"").decode().split(" ")[0]
+        name = by_port.get(holder.rsplit(":", 1)[-1], holder)
+        counts[name] = counts.get(name, 0) + 1
+    r.close()
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
+
+
+def goals(cells: dict[tuple[int, int], dict[str, tuple[float, float]]]) -> list[str]:
+    out = []
+
+    def line(what: str, got: float, goal: float) -> None:
+        verdict = "**met**" if got <= goal else f"**missed** ({got:.2f}x)"
+        out.append(f"- {what}: {verdict} - {got:.2f}x (goal <= {goal}x)")
+
+    for (n, t), cell in cells.items():
+        two = cell.get("2 processes, shards 2")
+        if two is None:
+            continue
+        size = f"{rep.fmt_n(n)} params, {t} tensor(s)"
+        if n >= 10_000_000:
+            line(f"{size}: shards 2 on 2 processes / unsharded on 1", two[0] / cell[BASE][0], 0.65)
+        if "Ray actor" in cell:
+            goal = 1.0 if t == 1 else 0.8
+            line(
+                f"{size}: shards 2 on 2 processes / Ray actor", two[0] / cell["Ray actor"][0], goal
+            )
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
+    args = ap.parse_args()
+    started = time.monotonic()
+    procs: dict[str, h.Proc] = {}
+    redis = procs["redis"] = h.start_redis()
+    h.wait_redis(redis)
+    url = f"redis://{h.HOST}:{redis.port}/0"
+    for name in ("one", "a", "b"):
+        procs[name] = h.start_optd(f"optd-{name}", url, {"OPTD_OWNERS": "redirect"})
+    for name, p in procs.items():
+        if name != "redis":
+            h.wait_http(p)
+    if ray_ps.available():
+        ray_ps.start(num_cpus=2)
+    one = f"http://{h.HOST}:{procs['one'].port}"
+    pair = [procs["a"].port, procs["b"].port]
+    urls = {
+        "one": lambda: Client(one),
+        "two": lambda: Client("http://balancer", transport=RoundRobin(pair)),
+    }
+    noise = pp.Noise()
+    cells, rows, floor_rows, placed = {}, [], [], []
+    try:
+        for n, t, repeats, warmup, ks in QUICK if args.quick else FULL:
+            where = f"{rep.fmt_n(n)} x {t}"
+            cell = cells[(n, t)] = measure(
+                n, t, repeats, warmup, ks, urls,
+                lambda where=where: placed.append(f"{where}: {owners(url, procs)}"),
+            )  # fmt: skip
+            base, ray = cell[BASE][0], cell.get("Ray actor", (None,))[0]
+            for k, (p50, p90) in cell.items():
+                vs_ray = f"{p50 / ray:.2f}x" if ray else "-"
+                rows.append(
+                    f"| {rep.fmt_n(n)} | {t} | {k} | {p50 * 1e3:.1f} | {p90 * 1e3:.1f} "
+                    f"| {p50 / base:.2f}x | {vs_ray} |"
+                )
+                print(rows[-1], flush=True)
+            for what, f in floors(n, t, url, max(3, repeats // 2)).items():
+                floor_rows.append(
+                    f"| {rep.fmt_n(n)} | {t} | {what} | {f * 1e3:.1f} | {f / base:.2f}x |"
+                )
+    finally:
+        others = noise.other_cores()
+        if ray_ps.available():
+            ray_ps.stop()
+        h.stop_all()
+    ray_version = ray_ps.version() if ray_ps.available() else "not installed"
+    text = "\n".join(
+        [
+            SECTION,
+            "",
+            f"`python -m bench.shards{' --quick' if args.quick else ''}` (server code "
+            f"{h.code_state()}; Ray {ray_version}). "
+            "Python SDK, safetensors, Adam, float32, one Redis; see bench/shards/run.py's "
+            "docstring for the setup. Ratios are p50 over `1 process, shards 1` (the "
+            "unsharded session on one process) and over the Ray actor, in the same run.",
+            "",
+            *goals(cells),
+            "",
+            "| params | tensors | system | p50 ms | p90 ms | / unsharded, 1 process | / Ray |",
+            "|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            "Floors in the same run (p50):",
+            "",
+            "| params | tensors | floor | ms | / unsharded, 1 process |",
+            "|---|---|---|---|---|",
+            *floor_rows,
+            "",
+            "Shard sessions owned per process at the end of each size (leases in Redis): "
+            + "; ".join(placed)
+            + ".",
+            "",
+            rep.machine(h.redis_version(), others),
+            "",
+        ]
+    )
+    rep.finish(text, SECTION, started, args.write)
