@@ -51,6 +51,8 @@ step "benchmark smoke run (python -m bench --quick: every system answers correct
 python -m bench --quick
 step "sync rounds smoke run (python -m bench.rounds --quick)"
 python -m bench.rounds --quick
+step "sharded sessions smoke run (python -m bench.shards --quick: every system the same bits)"
+python -m bench.shards --quick
 
 step "DiLoCo benchmark smoke run (python -m bench.diloco --quick: kill, join, bytes)"
 python -m bench.diloco --quick

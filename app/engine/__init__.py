@@ -14,9 +14,7 @@ lock, load, If-Match, the change, a compare-and-set commit, one conflict policy.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,7 +22,7 @@ import numpy as np
 
 from app.core.auth import Caller
 from app.core.config import Settings
-from app.engine import checkpoints, prepared, sessions, shards
+from app.engine import checkpoints, prepared, service, sessions, shards
 from app.engine.claims import Claim
 from app.engine.members import Members
 from app.engine.meta import SessionMeta
@@ -38,8 +36,7 @@ from app.engine.wakeups import Wakeups
 from app.metrics import Metrics
 from app.optim import list_optimizers
 from app.optim.schedules import SCHEDULE_NAMES
-from app.problems import NotFound, PreconditionRequired, RateLimited, StoreUnavailable
-from app.store import open_store
+from app.problems import NotFound, PreconditionRequired
 from app.store.base import SessionStore
 
 __all__ = [
@@ -75,17 +72,7 @@ class Engine:
         """An engine on `store`, or on the store the settings name (opened here, closed by
         `close`); the store must answer (else `StoreUnavailable`: refuse to start)."""
         own = store is None
-        s = store or open_store(
-            settings.redis_url,
-            cluster=settings.redis_cluster,
-            chunk_bytes=settings.chunk_mb * 2**20,
-            cache_bytes=settings.cache_mb * 2**20,
-            idempotency_ttl_s=settings.idempotency_ttl_s,
-            wait_replicas=settings.redis_wait_replicas,
-            log_steps=settings.log_steps,
-            log_min_bytes=settings.log_min_bytes,
-            timeout_s=settings.redis_timeout_s,
-        )
+        s = store or service.configured_store(settings)
         try:
             await s.ping()
         except BaseException:
@@ -105,43 +92,17 @@ class Engine:
     @staticmethod
     async def check_store(settings: Settings) -> None:
         """Ping the configured store once (`optd serve` refuses to start without it)."""
-        store = open_store(
-            settings.redis_url, cluster=settings.redis_cluster, timeout_s=settings.redis_timeout_s
-        )
-        try:
-            await store.ping()
-        finally:
-            await store.close()
+        await service.check_store(settings)
 
     # --- the service ---
 
     async def ready(self) -> str:
-        """The store's kind when it answers within OPTD_READY_TIMEOUT_S; `StoreUnavailable`
-        (503 + Retry-After) when it does not: a load balancer's probe must not hang on a
-        Redis that accepts connections but never answers (SIGSTOP, a stuck host)."""
-        try:
-            async with asyncio.timeout(self.settings.ready_timeout_s):
-                await self.store.ping()
-        except TimeoutError:
-            raise StoreUnavailable(
-                f"the store did not answer within {self.settings.ready_timeout_s} s "
-                "(OPTD_READY_TIMEOUT_S); is Redis stopped or overloaded?",
-                retry_after=1,
-            ) from None
-        return self.store.kind
+        """The store's kind, or 503 when it does not answer in time (service.ready)."""
+        return await service.ready(self.store, self.settings.ready_timeout_s)
 
     async def admit(self, caller: Caller) -> None:
         """Take one request from the caller's tenant's rate (429 when over it)."""
-        limits = caller.limits
-        if caller.tenant is None or limits.rate is None:
-            return
-        burst = limits.burst or 2 * limits.rate
-        wait = await self.store.rate_take(caller.tenant, limits.rate, burst)
-        if wait > 0:
-            raise RateLimited(
-                f"tenant {caller.tenant!r} is over its rate of {limits.rate:g} requests/s",
-                retry_after=max(1, math.ceil(wait)),
-            )
+        await service.admit(self.store, caller)
 
     @staticmethod
     def optimizers() -> dict[str, Any]:

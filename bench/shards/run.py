@@ -18,15 +18,20 @@ Within a size the systems take turns step by step, order rotated every repeat, a
 warm-up; client-side wall time per step, p50 and p90. Ratios are p50 over the
 unsharded session on one process and over Ray's, in the same run.
 
-Floors in the same run, to tell what binds: `SDK split + assemble` (the client's own
-work per step of a 2-shard session, no I/O), `Redis absorbs a step` (one pipeline that
-SETs the gradient and reads nothing: what the gradient log costs one redis-server, which
-every shard shares).
+Floors in the same run, to tell what binds (bench/shards/floors.py): the client's own
+split + assemble for 2 shards (no I/O); one redis-server absorbing a step's gradient (a
+SET of 4 bytes a parameter: what the gradient log costs the one Redis every shard
+shares); the step's bytes through the SDK's HTTP client (httpx) and a bare echo server,
+encoded and decoded as the SDK does, as one body and as two halves in parallel (what a
+2-shard step moves). And each system's CPU per step, all processes of the machine
+together: spread perfectly over every core, a step cannot take less wall time than that
+CPU time over the core count.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -41,20 +46,14 @@ from bench.common import report as rep
 from bench.peers import procs as pp
 from bench.peers import ray_ps
 from bench.peers.owners import RoundRobin
+from bench.shards.floors import floors, problem
 
 SECTION = "## Sharded sessions (python -m bench.shards)"
 # (parameters, tensors, repeats, warm-up steps, shard counts)
 FULL = [(10_000_000, 1, 12, 2, (1, 2, 4)), (1_000_000, 200, 40, 3, (1, 2))]
 QUICK = [(1_000_000, 1, 6, 1, (1, 2)), (200_000, 20, 6, 1, (1, 2))]
 BASE = "1 process, shards 1"
-
-
-def problem(n: int, tensors: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    rng = np.random.default_rng(0)
-    sizes = [n // tensors + (1 if i < n % tensors else 0) for i in range(tensors)]
-    p0 = {f"t{i:03d}": rng.standard_normal(s, dtype=np.float32) for i, s in enumerate(sizes)}
-    g = {k: rng.standard_normal(v.size, dtype=np.float32) * np.float32(0.01) for k, v in p0.items()}
-    return p0, g
+CORES = os.cpu_count() or 1  # a step's CPU floor: its CPU seconds spread over every core
 
 
 class OptdSystem:
@@ -93,7 +92,7 @@ def measure(
     ks: tuple[int, ...],
     urls: dict[str, Any],
     placed: Callable[[], None],
-) -> dict[str, tuple[float, float]]:
+) -> dict[str, tuple[float, float, float]]:
     p0, g = problem(n, tensors)
     systems: dict[str, Any] = {}
     for k in ks:
@@ -103,6 +102,7 @@ def measure(
     if ray_ps.available():
         systems["Ray actor"] = RaySystem(p0)
     times: dict[str, list[float]] = {k: [] for k in systems}
+    cpus: dict[str, list[float]] = {k: [] for k in systems}
     try:
         for _ in range(warmup):
             for s in systems.values():
@@ -111,62 +111,33 @@ def measure(
         progress = rep.Progress(repeats)
         for r in range(repeats):
             for k in keys[r % len(keys) :] + keys[: r % len(keys)]:
-                t0 = time.perf_counter()
+                c0, t0 = h.machine_busy_seconds(), time.perf_counter()
                 systems[k].step(g)
                 times[k].append(time.perf_counter() - t0)
+                cpus[k].append(h.machine_busy_seconds() - c0)
             if r % max(1, repeats // 4) == 0 or r == repeats - 1:
                 progress.i = r
                 progress.cell(f"{rep.fmt_n(n)} x {tensors}: repeat {r + 1}")
         placed()  # while the sessions (and their owners' leases) exist
+        check_same(systems)
     finally:
         for s in systems.values():
             s.close()
-    return {k: (statistics.median(v), float(np.percentile(v, 90))) for k, v in times.items()}
-
-
-def floors(n: int, tensors: int, redis_url: str, repeats: int) -> dict[str, float]:
-    """p50 of the client's own split + assemble for 2 shards, and of one redis-server
-    absorbing a step's gradient (the log's write, 4 bytes a parameter)."""
-    from optd_client import _shards
-
-    p0, g = problem(n, tensors)
-    shapes = {k: list(v.shape) for k, v in p0.items()}
-    total = sum(v.size for v in p0.values())
-    cut = (total // 2) // 32768 * 32768 or total // 2
-    layout = _shards.layout_of(_info(shapes, total, cut))
-    assert layout is not None
-    blob = np.ones(total, np.float32).tobytes()
-    r = redis_lib.Redis.from_url(redis_url)
-    split, absorb = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        parts = _shards.split(layout, g)
-        _shards.assemble(layout, parts)
-        split.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        r.set("bench:shards:floor", blob)
-        absorb.append(time.perf_counter() - t0)
-    r.delete("bench:shards:floor")
-    r.close()
     return {
-        "SDK split + assemble": statistics.median(split),
-        "Redis absorbs a step": statistics.median(absorb),
+        k: (statistics.median(v), float(np.percentile(v, 90)), statistics.fmean(cpus[k]))
+        for k, v in times.items()
     }
 
 
-def _info(shapes: dict[str, list[int]], total: int, cut: int) -> dict[str, Any]:
-    """A session info with two shards cut at `cut` (the layout the SDK splits by)."""
-    shards, pos = [], 0
-    for j, (a, b) in enumerate(((0, cut), (cut, total))):
-        tensors, pos = [], 0
-        for name, shape in shapes.items():
-            size = int(np.prod(shape))
-            lo, hi = max(a, pos), min(b, pos + size)
-            if lo < hi:
-                tensors.append({"name": name, "start": lo - pos, "stop": hi - pos})
-            pos += size
-        shards.append({"id": f"s-s{j}", "index": j, "start": a, "stop": b, "tensors": tensors})
-    return {"id": "s", "params": {k: {"shape": v} for k, v in shapes.items()}, "shards": shards}
+def check_same(systems: dict[str, Any]) -> None:
+    """Every optd session took the same steps: sharded or not, on one process or two, the
+    parameters must be the same bits (the run is void otherwise)."""
+    got = {k: s.session.params() for k, s in systems.items() if isinstance(s, OptdSystem)}
+    first_key, first = next(iter(got.items()))
+    for k, p in got.items():
+        for name, a in first.items():
+            if a.tobytes() != p[name].tobytes():
+                raise SystemExit(f"{k}: {name} differs from {first_key}'s: not benchmarking")
 
 
 def owners(redis_url: str, procs: dict[str, h.Proc]) -> str:
@@ -182,7 +153,7 @@ def owners(redis_url: str, procs: dict[str, h.Proc]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
 
 
-def goals(cells: dict[tuple[int, int], dict[str, tuple[float, float]]]) -> list[str]:
+def goals(cells: dict[tuple[int, int], dict[str, tuple[float, float, float]]]) -> list[str]:
     out = []
 
     def line(what: str, got: float, goal: float) -> None:
@@ -216,6 +187,7 @@ def main() -> None:
     url = f"redis://{h.HOST}:{redis.port}/0"
     for name in ("one", "a", "b"):
         procs[name] = h.start_optd(f"optd-{name}", url, {"OPTD_OWNERS": "redirect"})
+    procs["echo"] = h.start_floor("echo", None)
     for name, p in procs.items():
         if name != "redis":
             h.wait_http(p)
@@ -237,14 +209,15 @@ def main() -> None:
                 lambda where=where: placed.append(f"{where}: {owners(url, procs)}"),
             )  # fmt: skip
             base, ray = cell[BASE][0], cell.get("Ray actor", (None,))[0]
-            for k, (p50, p90) in cell.items():
+            for k, (p50, p90, cpu) in cell.items():
                 vs_ray = f"{p50 / ray:.2f}x" if ray else "-"
                 rows.append(
                     f"| {rep.fmt_n(n)} | {t} | {k} | {p50 * 1e3:.1f} | {p90 * 1e3:.1f} "
-                    f"| {p50 / base:.2f}x | {vs_ray} |"
+                    f"| {p50 / base:.2f}x | {vs_ray} | {cpu * 1e3:.0f} "
+                    f"| {cpu / CORES / base:.2f}x |"
                 )
                 print(rows[-1], flush=True)
-            for what, f in floors(n, t, url, max(3, repeats // 2)).items():
+            for what, f in floors(n, t, url, procs["echo"].port, max(3, repeats // 2)).items():
                 floor_rows.append(
                     f"| {rep.fmt_n(n)} | {t} | {what} | {f * 1e3:.1f} | {f / base:.2f}x |"
                 )
@@ -266,8 +239,9 @@ def main() -> None:
             "",
             *goals(cells),
             "",
-            "| params | tensors | system | p50 ms | p90 ms | / unsharded, 1 process | / Ray |",
-            "|---|---|---|---|---|---|---|",
+            "| params | tensors | system | p50 ms | p90 ms | / unsharded, 1 process | / Ray "
+            "| CPU ms a step (all processes) | CPU / cores / unsharded p50 |",
+            "|---|---|---|---|---|---|---|---|---|",
             *rows,
             "",
             "Floors in the same run (p50):",
