@@ -9,6 +9,7 @@ one costs the client one prepare again (409 `prepare-expired`), never a wrong st
 
 from __future__ import annotations
 
+import asyncio
 import math
 import secrets
 import time
@@ -21,9 +22,10 @@ import numpy as np
 
 from app.core.auth import Caller
 from app.engine.meta import SessionMeta
+from app.engine.quotas import state_bytes
 from app.engine.txn import Transactions
 from app.optim import assemble_grads
-from app.optim.step import grad_sumsq, norm_checked
+from app.optim.step import contiguous_grads, grad_sumsq, norm_checked
 from app.problems import Conflict, InvalidBody, PrepareExpired
 
 
@@ -34,6 +36,10 @@ class Part:
     flat: np.ndarray  # the gradient in the shard's flat layout (read-only from here on)
     stepped: np.ndarray
     expires: float
+    # the store writing `flat` as a log entry's chunks since the prepare (stage_log), for
+    # the commit to settle; single use: a commit attempt that loses its compare-and-set
+    # unlinks the chunks (lua/append.lua)
+    staging: asyncio.Future[Any] | None = None
 
 
 class Prepared:
@@ -44,11 +50,19 @@ class Prepared:
         self._parts: OrderedDict[str, Part] = OrderedDict()
         self._bytes = 0
 
-    def put(self, sid: str, tenant: str | None, flat: np.ndarray, stepped: np.ndarray) -> str:
+    def put(
+        self,
+        sid: str,
+        tenant: str | None,
+        flat: np.ndarray,
+        stepped: np.ndarray,
+        staging: asyncio.Future[Any] | None = None,
+    ) -> str:
         self._expire()
         token = secrets.token_urlsafe(16)
         flat.flags.writeable = False
-        self._parts[token] = Part(sid, tenant, flat, stepped, time.monotonic() + self.ttl_s)
+        expires = time.monotonic() + self.ttl_s
+        self._parts[token] = Part(sid, tenant, flat, stepped, expires, staging)
         self._bytes += flat.nbytes
         while self._bytes > self.max_bytes and len(self._parts) > 1:
             self._pop(next(iter(self._parts)))
@@ -109,14 +123,22 @@ async def prepare(
     meta = cur.meta
     _check(meta, sid)
     dtype = meta.config.resolve().dtype
-    if not grads and meta.options.shard_of is not None:
+    view = contiguous_grads(meta.layout, grads, dtype)  # the body as one array: no copy
+    if view is not None:
+        flat, stepped = view, np.arange(len(meta.layout.specs), dtype=np.int64)
+    elif not grads and meta.options.shard_of is not None:
         # a step with no gradient for this shard: it still commits, so every shard's
         # version and step count (the schedule's) advance together
         flat, stepped = np.zeros(meta.layout.total, dtype), np.empty(0, np.int64)
     else:
         flat, stepped = assemble_grads(meta.layout, grads, dtype)
     sumsq = await txn.compute(meta.layout.total, _sumsq, flat, meta, stepped)
-    token = parts.put(sid, meta.tenant, flat, stepped)
+    staging = None
+    if txn.store.wants_log(sid, cur.version, state_bytes(meta)):
+        # the commit will keep this gradient as a log entry: write it while the client
+        # gathers the other shards' answers (a step overlaps it with its compute)
+        staging = asyncio.ensure_future(txn.store.stage_log(sid, flat))
+    token = parts.put(sid, meta.tenant, flat, stepped, staging)
     return {"prepared": token, "version": cur.version, "sumsq": [wire(x) for x in sumsq]}
 
 

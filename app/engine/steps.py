@@ -154,9 +154,7 @@ class Steps:
             )
         except BaseException:
             if staging is not None:  # a refused step: its staged gradient goes now
-                task = asyncio.ensure_future(self._discard(sid, staging))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                self._discard_soon(sid, staging)
             raise
         if staging is not None and entry is not None:
             with contextlib.suppress(Exception):  # else the commit sends the gradient itself
@@ -183,20 +181,37 @@ class Steps:
                 "the loss, or lower the learning rate)"
             )
         state = meta.state(cur.slots)
-        grad = part.flat.copy()
-        return await self.txn.compute(
-            meta.layout.total,
-            execute.execute,
-            cfg,
-            meta,
-            state,
-            grad,
-            part.stepped,
-            scale,
-            log,
-            part.flat,
-            norm,
-        )
+        staging, part.staging = part.staging, None  # single use (see prepared.Part)
+        try:
+            info, entry = await self.txn.compute(
+                meta.layout.total,
+                execute.execute,
+                cfg,
+                meta,
+                state,
+                part.flat.copy(),  # scratch: clipping and the update write into it
+                part.stepped,
+                scale,
+                log,
+                part.flat,
+                norm,
+            )
+        except BaseException:
+            if staging is not None:
+                self._discard_soon(sid, staging)
+            raise
+        if staging is not None:
+            if entry is None:
+                self._discard_soon(sid, staging)
+            else:
+                with contextlib.suppress(Exception):  # else the commit sends it itself
+                    entry.staged = await staging
+        return info, entry
+
+    def _discard_soon(self, sid: str, staging: asyncio.Future[Any]) -> None:
+        task = asyncio.ensure_future(self._discard(sid, staging))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _discard(self, sid: str, staging: asyncio.Future[Any]) -> None:
         with contextlib.suppress(Exception):
