@@ -81,18 +81,19 @@ def assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
 
 def test_plan_cuts_on_the_chunk_grid_near_an_even_split() -> None:
     layout = Layout.build({"a": (100_000,), "b": (10,), "c": (70_000,)}, lambda _: 0)
-    for k in (1, 2, 3, 4):
+    for k in (1, 2, 3, 4, 5):
         shards = plan(layout, k)
         assert [s.index for s in shards] == list(range(k))
         assert shards[0].start == 0 and shards[-1].stop == layout.total
         for s, nxt in zip(shards, shards[1:], strict=False):
             assert s.stop == nxt.start and s.stop > s.start
-        for s in shards[1:]:  # every cut: a tensor's start plus whole chunks
-            spec = next(x for x in layout.specs if x.offset <= s.start < x.offset + x.size)
-            assert (s.start - spec.offset) % CHUNK == 0
+            assert s.stop % CHUNK == 0  # every cut on the norm's chunk grid
+        for s in shards:  # the pieces tile the shard, in layout order
+            assert sum(p.stop - p.start for p in s.pieces) == s.stop - s.start
     assert [(s.start, s.stop) for s in plan(layout, 2)] == [(0, 98_304), (98_304, 170_010)]
+    assert [p.name for p in plan(layout, 2)[1].pieces] == ["a", "b", "c"]
     with pytest.raises(InvalidConfig):
-        plan(Layout.build({"a": (10,), "b": (3,)}, lambda _: 0), 3)
+        plan(Layout.build({"a": (40_000,), "b": (3,)}, lambda _: 0), 3)
 
 
 @pytest.mark.parametrize("store_kind", ["memory"])

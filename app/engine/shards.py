@@ -58,16 +58,13 @@ def count(meta: SessionMeta) -> int:
 
 
 def plan(layout: Layout, k: int) -> list[Shard]:
-    """K ranges cut on the norm's chunk grid, each cut the allowed position nearest to an
-    even split; 422 when the layout has fewer than K chunks."""
-    allowed: list[int] = []
-    for s in layout.specs:
-        allowed.extend(range(s.offset, s.offset + s.size, CHUNK))
-    allowed = sorted(set(allowed) - {0})
+    """K ranges cut at multiples of CHUNK (the norm's chunk grid), each cut the one
+    nearest to an even split; 422 when the layout has fewer than K chunks."""
+    allowed = list(range(CHUNK, layout.total, CHUNK))
     if len(allowed) < k - 1:
         raise InvalidConfig(
-            f"shards: {k} needs at least {k} chunks of {CHUNK} elements (or tensors); this "
-            f"layout has {len(allowed) + 1}: use fewer shards",
+            f"shards: {k} needs at least {k} chunks of {CHUNK} parameters; this session has "
+            f"{len(allowed) + 1}: use fewer shards (sharding pays for big sessions only)",
             errors=[{"loc": "shards", "msg": "too many shards for the layout"}],
         )
     cuts = [0]

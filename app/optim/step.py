@@ -110,14 +110,18 @@ def _ranges(layout: Layout, stepped: np.ndarray) -> list[tuple[int, int]]:
 
 
 def chunk_sumsq(flat: np.ndarray, ranges: list[tuple[int, int]]) -> list[float]:
-    """The squared norm's parts: float64 `dot(c, c)` per chunk of CHUNK elements, chunks
-    restarting at every range (every tensor), in order. A sharded session's shards cut on
-    this grid, so the concatenation of their lists is this list (DESIGN §3)."""
+    """The squared norm's parts: float64 `dot(c, c)` per chunk, where chunks are the
+    ranges cut at every multiple of CHUNK of the flat layout, in order. A sharded session
+    cuts its shards at such multiples, so the concatenation of the shards' lists is this
+    list, bit for bit (DESIGN §3)."""
     out: list[float] = []
     for lo, hi in ranges:
-        for a in range(lo, hi, CHUNK):
-            c = flat[a : min(a + CHUNK, hi)].astype(np.float64)  # float32 squares overflow
+        a = lo
+        while a < hi:
+            b = min(hi, (a // CHUNK + 1) * CHUNK)
+            c = flat[a:b].astype(np.float64)  # float32 squares overflow
             out.append(float(np.dot(c, c)))
+            a = b
     return out
 
 
@@ -135,9 +139,18 @@ def global_norm(flat: np.ndarray, ranges: list[tuple[int, int]]) -> float:
     return norm_of(chunk_sumsq(flat, ranges))
 
 
-def tensor_ranges(layout: Layout, stepped: np.ndarray) -> list[tuple[int, int]]:
-    """The stepped tensors' ranges, one each (the norm's chunks restart at each tensor)."""
-    return [(int(layout.offsets[i]), int(layout.offsets[i + 1])) for i in stepped]
+def runs(layout: Layout, stepped: np.ndarray) -> list[tuple[int, int]]:
+    """The stepped tensors' ranges, consecutive ones merged (all of them: one range)."""
+    if stepped.size == len(layout.specs):
+        return [(0, layout.total)]
+    out: list[tuple[int, int]] = []
+    for i in stepped:
+        lo, hi = int(layout.offsets[i]), int(layout.offsets[i + 1])
+        if out and out[-1][1] == lo:
+            out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return out
 
 
 def _check_finite(layout: Layout, grad: np.ndarray, stepped: np.ndarray) -> None:
@@ -172,7 +185,7 @@ def grad_norm(cfg: ResolvedConfig, layout: Layout, grad: np.ndarray, stepped: np
 
 def grad_sumsq(layout: Layout, grad: np.ndarray, stepped: np.ndarray) -> list[float]:
     with np.errstate(over="ignore", invalid="ignore"):
-        return chunk_sumsq(grad, tensor_ranges(layout, stepped))
+        return chunk_sumsq(grad, runs(layout, stepped))
 
 
 def norm_checked(
