@@ -14,11 +14,6 @@ disappear unnoticed. Before running, the test points the block at its own server
 of them, so it can never reach a real server on port 8000). `bash` blocks run with
 `bash -e -u -o pipefail`, `python` blocks with this interpreter; a trailing comment
 `# ~<number>` on a line that prints a number states what it prints, to a factor of 10.
-
-NOTE (branch h-sdkdocs): these tests FAIL until README.md gets the markers and the
-corrected snippets given in that branch's report (the curl example used `$ID` without
-setting it; the httpx example said mse ~1e-4 and prints ~3.7e-8). Not skipped on
-purpose: they pass once the README text is applied.
 """
 
 from __future__ import annotations

@@ -31,7 +31,6 @@ CPU time over the core count.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -47,13 +46,12 @@ from bench.peers import procs as pp
 from bench.peers import ray_ps
 from bench.peers.owners import RoundRobin
 from bench.shards.floors import floors, problem
+from bench.shards.report import BASE, CORES, MACHINES, goals, why
 
 SECTION = "## Sharded sessions (python -m bench.shards)"
 # (parameters, tensors, repeats, warm-up steps, shard counts)
 FULL = [(10_000_000, 1, 12, 2, (1, 2, 4)), (1_000_000, 200, 40, 3, (1, 2))]
 QUICK = [(1_000_000, 1, 6, 1, (1, 2)), (200_000, 20, 6, 1, (1, 2))]
-BASE = "1 process, shards 1"
-CORES = os.cpu_count() or 1  # a step's CPU floor: its CPU seconds spread over every core
 
 
 class OptdSystem:
@@ -153,28 +151,6 @@ def owners(redis_url: str, procs: dict[str, h.Proc]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
 
 
-def goals(cells: dict[tuple[int, int], dict[str, tuple[float, float, float]]]) -> list[str]:
-    out = []
-
-    def line(what: str, got: float, goal: float) -> None:
-        verdict = "**met**" if got <= goal else f"**missed** ({got:.2f}x)"
-        out.append(f"- {what}: {verdict} - {got:.2f}x (goal <= {goal}x)")
-
-    for (n, t), cell in cells.items():
-        two = cell.get("2 processes, shards 2")
-        if two is None:
-            continue
-        size = f"{rep.fmt_n(n)} params, {t} tensor(s)"
-        if n >= 10_000_000:
-            line(f"{size}: shards 2 on 2 processes / unsharded on 1", two[0] / cell[BASE][0], 0.65)
-        if "Ray actor" in cell:
-            goal = 1.0 if t == 1 else 0.8
-            line(
-                f"{size}: shards 2 on 2 processes / Ray actor", two[0] / cell["Ray actor"][0], goal
-            )
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
@@ -201,6 +177,7 @@ def main() -> None:
     }
     noise = pp.Noise()
     cells, rows, floor_rows, placed = {}, [], [], []
+    floor_cells: dict[tuple[int, int], dict[str, float]] = {}
     try:
         for n, t, repeats, warmup, ks in QUICK if args.quick else FULL:
             where = f"{rep.fmt_n(n)} x {t}"
@@ -217,7 +194,9 @@ def main() -> None:
                     f"| {cpu / CORES / base:.2f}x |"
                 )
                 print(rows[-1], flush=True)
-            for what, f in floors(n, t, url, procs["echo"].port, max(3, repeats // 2)).items():
+            measured = floors(n, t, url, procs["echo"].port, max(3, repeats // 2))
+            floor_cells[(n, t)] = measured
+            for what, f in measured.items():
                 floor_rows.append(
                     f"| {rep.fmt_n(n)} | {t} | {what} | {f * 1e3:.1f} | {f / base:.2f}x |"
                 )
@@ -249,6 +228,9 @@ def main() -> None:
             "| params | tensors | floor | ms | / unsharded, 1 process |",
             "|---|---|---|---|---|",
             *floor_rows,
+            "",
+            *why(cells, floor_cells),
+            MACHINES,
             "",
             "Shard sessions owned per process at the end of each size (leases in Redis): "
             + "; ".join(placed)
