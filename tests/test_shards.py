@@ -257,6 +257,37 @@ def test_a_read_of_shards_that_never_agree_is_a_conflict(client: TestClient) -> 
     assert described["version"] == 0 and [s["version"] for s in described["shards"]] == [1, 0]
 
 
+def test_another_client_repairs_a_step_its_dead_client_left_half_applied(
+    client: TestClient,
+) -> None:
+    plain, info = create_pair(client, 3)
+    sp.step(client, info, grads_at(0))
+    answers = [r.json() for r in sp.prepare(client, info, grads_at(1))]
+    sumsq = [x for a in answers for x in a["sumsq"]]
+    tokens = [a["prepared"] for a in answers]
+    r = sp.commit(client, info["shards"][0], tokens[0], sumsq, 1, tokens=tokens, loss=0.5)
+    assert r.status_code == 200
+    assert sp.commit(client, info["shards"][2], tokens[2], sumsq, 1).status_code == 200
+    # the client dies here: shard 1 is at 1, the others at 2
+    described = client.get(f"/v1/sessions/{info['id']}").json()
+    assert [s["version"] for s in described["shards"]] == [2, 1, 2]
+    repair = described["repair"]
+    assert repair["version"] == 2 and repair["tokens"] == tokens and repair["loss"] == 0.5
+    # another client finishes it from the session info alone
+    for s in described["shards"]:
+        if s["version"] == repair["version"] - 1:
+            k = s["index"]
+            done = sp.commit(client, s, repair["tokens"][k], repair["sumsq"], repair["version"] - 1)
+            assert done.status_code == 200, done.text
+    described = client.get(f"/v1/sessions/{info['id']}").json()
+    assert "repair" not in described and described["version"] == 2
+    plain_step(client, plain, grads_at(0))
+    plain_step(client, plain, grads_at(1))
+    assert_same(read(client, plain)[1], read(client, info["id"])[1])
+    r = client.post(f"/v1/sessions/{plain}/step", json={"grads": {}, "tokens": ["a"]})
+    assert_problem(r, 400, "invalid-body")
+
+
 def test_what_the_whole_and_the_parts_refuse(client: TestClient) -> None:
     plain, info = create_pair(client, 2)
     sid, s1 = info["id"], info["shards"][1]["id"]

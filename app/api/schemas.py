@@ -240,6 +240,9 @@ class ShardCommit(_Closed):
 
     prepared: str = Field(description="the token the shard's prepare answered")
     sumsq: list[float | str] = Field(description="every shard's sumsq, concatenated in order")
+    tokens: list[str] | None = Field(
+        None, description="shard 0's commit: every shard's token, kept for a repair"
+    )
     worker: str | None = None
     loss: float | None = None
 

@@ -125,6 +125,9 @@ class SessionMeta:
     last_grad_norm: float | None = None
     # the last sync round: {"version", "contributors", "missing"} (its workers' answers)
     last_round: dict[str, Any] | None = None
+    # shard 0 of a sharded session: its last commit's every-shard tokens and sumsq, so
+    # any client can finish that step on shards a dead client left behind (DESIGN §3)
+    last_shard_step: dict[str, Any] | None = None
     create_fingerprint: str | None = None  # of a create sent with an Idempotency-Key
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
@@ -180,6 +183,7 @@ class SessionMeta:
             last_lr=d.get("last_lr"),
             last_grad_norm=d.get("last_grad_norm"),
             last_round=d.get("last_round"),
+            last_shard_step=d.get("last_shard_step"),
             create_fingerprint=d.get("create_fingerprint"),
             created_at=d["created_at"],
             updated_at=d["updated_at"],
@@ -221,7 +225,10 @@ class SessionMeta:
             "create_fingerprint": self.create_fingerprint,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
-        } | ({"last_round": self.last_round} if self.last_round is not None else {})
+        } | (
+            ({"last_round": self.last_round} if self.last_round is not None else {})
+            | ({"last_shard_step": self.last_shard_step} if self.last_shard_step else {})
+        )
 
     def state(self, slots: dict[str, np.ndarray]) -> OptimState:
         """The math view over loaded slots; shares the step/scalar arrays with this meta."""

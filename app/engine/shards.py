@@ -180,6 +180,11 @@ async def describe(
     }
     info["state_bytes"] = sum(state_bytes(p.meta) for p in parts)
     info["shards"] = public(sid, shards, [p.version for p in parts])
+    last = parts[0].meta.last_shard_step
+    top = parts[0].version
+    if last and last.get("version") == top and any(p.version == top - 1 for p in parts[1:]):
+        # a step shard 0 took that some shards have not: what finishes it (DESIGN §3)
+        info["repair"] = last
     return info
 
 

@@ -114,6 +114,14 @@ class Steps:
         txn.metrics.phase("compute", time.perf_counter() - t0)
         meta.step = info.step
         meta.last_lr, meta.last_grad_norm = info.lr, info.grad_norm
+        if req.tokens is not None and meta.options.shard_index == 0:
+            meta.last_shard_step = {
+                "version": cur.version + 1,
+                "tokens": req.tokens,
+                "sumsq": req.sumsq,
+                **({"loss": req.loss} if req.loss is not None else {}),
+                **({"worker": req.worker} if req.worker is not None else {}),
+            }
         if req.loss is not None:
             meta.last_loss = req.loss
         meta.updated_at = time.time()

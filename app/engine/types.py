@@ -28,6 +28,7 @@ class StepRequest:
     # chunks' squared norms of every shard (the global norm); then `grads` is empty
     prepared: str | None = None
     sumsq: list[float] | None = None
+    tokens: list[str] | None = None  # shard 0's commit: every shard's token (a repair's)
 
 
 @dataclass

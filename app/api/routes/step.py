@@ -147,11 +147,14 @@ def parse_step(request: Request, body: bytes, settings: Any) -> StepRequest:
     _int(h.get("optd-base-version"), "Optd-Base-Version")
     _worker(h.get("optd-worker"))
     _loss(h.get("optd-loss"))
-    prepared, sumsq = None, None
+    prepared, sumsq, tokens = None, None, None
     if request_format(request) == "json":
         obj = parse_json_object(body, "step", STEP_KEYS)
+        grads: dict[str, Any] = {}
         if "prepared" in obj:  # a sharded session's commit (DESIGN §3)
-            prepared, sumsq, grads = _commit_fields(obj)
+            prepared, sumsq, tokens = _commit_fields(obj)
+        elif "sumsq" in obj or "tokens" in obj:
+            raise InvalidBody("sumsq and tokens belong to a commit: send them with prepared")
         else:
             grads = decode_json_tensors(obj.get("grads"), "grads", settings)
         opts: dict[str, Any] = obj
@@ -169,19 +172,29 @@ def parse_step(request: Request, body: bytes, settings: Any) -> StepRequest:
         loss=_loss(opts.get("loss")),
         prepared=prepared,
         sumsq=sumsq,
+        tokens=tokens,
     )
 
 
-STEP_KEYS = {"grads", "base_version", "worker", "loss", "prepared", "sumsq"}
+STEP_KEYS = {"grads", "base_version", "worker", "loss", "prepared", "sumsq", "tokens"}
 
 
-def _commit_fields(obj: dict[str, Any]) -> tuple[str, list[float], dict[str, Any]]:
-    token = obj["prepared"]
-    if not isinstance(token, str) or not 0 < len(token) <= 64:
-        raise InvalidBody("prepared must be the token a prepare answered")
+def _token(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= 64:
+        raise InvalidBody(f"{what} must be a token a prepare answered")
+    return value
+
+
+def _commit_fields(obj: dict[str, Any]) -> tuple[str, list[float], list[str] | None]:
+    token = _token(obj["prepared"], "prepared")
     if "grads" in obj:
         raise InvalidBody("a commit carries no grads: the prepared part is the gradient")
-    return token, parse_sumsq(obj.get("sumsq")), {}
+    tokens = obj.get("tokens")
+    if tokens is not None:
+        if not isinstance(tokens, list) or not 0 < len(tokens) <= 64:
+            raise InvalidBody("tokens must be every shard's prepared token, in shard order")
+        tokens = [_token(t, "tokens[]") for t in tokens]
+    return token, parse_sumsq(obj.get("sumsq")), tokens
 
 
 async def _step(
