@@ -48,6 +48,9 @@ DIVERGED_WAIT_S = 10.0
 EMPTY_PART = b'{"grads":{}}'
 """The prepare body of a shard none of whose tensors has a gradient (it commits too)."""
 MAX_REPREPARE = 5
+REPAIR_AFTER_S = 0.5
+"""How long the shards' versions may differ before a step repairs another's (its client
+may still be committing)."""
 """`prepare-expired` answers in a row for one commit before it is an error."""
 
 
@@ -86,7 +89,10 @@ def _commit(
     core: CoreBase, s: SessionState, shard: Shard, p: Pending, c: Commit
 ) -> Flow[httpx.Response]:
     for _ in range(MAX_REPREPARE):
-        body = _wire.dumps({"prepared": c.token, "sumsq": p.sumsq, **p.extra})
+        fields = {"prepared": c.token, "sumsq": p.sumsq, **p.extra}
+        if shard.index == 0 and p.tokens:  # kept by shard 0: what repairs this step
+            fields["tokens"] = p.tokens
+        body = _wire.dumps(fields)
         headers = {"if-match": f'"{p.version}"', "idempotency-key": c.key}
         if p.params_dtype != "float32":
             headers["optd-response-dtype"] = p.params_dtype
@@ -173,6 +179,44 @@ def _commit_all(
     return assemble(layout, [p.parts.get(k, {}) for k in range(len(layout.shards))])
 
 
+def _repair(core: CoreBase, s: SessionState, layout: Layout) -> Flow[None]:
+    """Finish a step another client left half-applied (DESIGN §3 "Repair"): the session
+    info's `repair` names it; commit each shard still one version behind with its token."""
+    response = yield from exchange(core.policy, core.request("GET", core._path(s.id)), core.owners)
+    info = response.json()
+    repair = info.get("repair")
+    if not isinstance(repair, dict) or not isinstance(info.get("shards"), list):
+        return
+    version = int_or_none(repair.get("version"))
+    tokens, sumsq = repair.get("tokens"), repair.get("sumsq")
+    if version is None or not isinstance(tokens, list) or not isinstance(sumsq, list):
+        return
+    extra = {k: repair[k] for k in ("loss", "worker") if repair.get(k) is not None}
+    for doc in info["shards"]:
+        k = int_or_none(doc.get("index"))
+        behind = int_or_none(doc.get("version")) == version - 1
+        if not behind or k is None or not 0 <= k < min(len(tokens), len(layout.shards)):
+            continue
+        body = _wire.dumps({"prepared": tokens[k], "sumsq": sumsq, **extra})
+        headers = {"if-match": f'"{version - 1}"', "idempotency-key": str(uuid.uuid4())}
+        req = core.request(
+            "POST", core._path(layout.shards[k].id, "/step"), content=body,
+            content_type=_wire.JSON, headers=headers,
+        )  # fmt: skip
+        try:
+            yield from exchange(core.policy, req, core.owners)
+        except PreconditionFailedError:
+            continue  # another client repaired it first
+        except PrepareExpiredError as exc:
+            raise ShardsDivergedError(
+                f"shard {layout.shards[k].id} is one step behind the others and that step's "
+                "part is gone with its client (or the shard's owner): it cannot be finished; "
+                "restore the shards from checkpoints (DESIGN §3, sharded sessions)",
+                status=exc.status,
+                problem={"version": version, "shard": layout.shards[k].id},
+            ) from exc
+
+
 def step(
     core: CoreBase,
     s: SessionState,
@@ -197,7 +241,8 @@ def step(
     extra = {k: v for k, v in extra.items() if v is not None}
     every = range(len(layout.shards))
     prepared = yield from _prepare_all(core, s, layout, bodies, every)
-    deadline, pause = time.monotonic() + DIVERGED_WAIT_S, 0.01
+    began, pause = time.monotonic(), 0.01
+    deadline = began + DIVERGED_WAIT_S
     while True:
         versions = [prepared[k].version for k in every]
         top = max(versions)
@@ -211,12 +256,15 @@ def step(
                 )
             yield Sleep(pause)
             pause = min(pause * 2, 0.5)
+            if time.monotonic() - began >= REPAIR_AFTER_S:  # its client may be gone
+                yield from _repair(core, s, layout)
             behind = [k for k in every if versions[k] < top]
             prepared |= yield from _prepare_all(core, s, layout, bodies, behind)
             continue
         sumsq = [x for k in every for x in prepared[k].sumsq]
         commits = [Commit(k, bodies[k], prepared[k].token, str(uuid.uuid4())) for k in every]
         p = Pending(top, sumsq, extra, commits, params_dtype)
+        p.tokens = [prepared[k].token for k in every]
         try:
             params = yield from _commit_all(core, s, layout, p)
         except BaseException:
@@ -227,4 +275,5 @@ def step(
             return params
         # 412 from shard 0: another step took version top + 1; prepare again
         prepared = yield from _prepare_all(core, s, layout, bodies, every)
-        deadline, pause = time.monotonic() + DIVERGED_WAIT_S, 0.01
+        began, pause = time.monotonic(), 0.01
+        deadline = began + DIVERGED_WAIT_S

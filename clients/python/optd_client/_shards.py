@@ -69,6 +69,7 @@ class Pending:
     parts: dict[int, dict[str, Array]] = field(default_factory=dict)
     first: StepInfo | None = None
     fingerprint: bytes = b""
+    tokens: list[str] = field(default_factory=list)  # every shard's, for shard 0's commit
 
 
 def layout_of(info: Mapping[str, Any]) -> Layout | None:
