@@ -91,3 +91,66 @@ def test_a_shard_owner_killed_mid_run(redis_proc: RedisProc, victim_shard: int) 
     w = np.asarray(got["params"]["w"]["data"], dtype=np.float32)
     assert got["version"] == version
     np.testing.assert_array_equal(w, ref.params["w"])
+
+
+WORKER = """
+import sys
+import numpy as np
+from optd_client import Client
+
+url, sid = sys.argv[1], sys.argv[2]
+g = np.full(70_000, 0.25, dtype=np.float32)
+with Client(url) as client:
+    session = client.session(sid)
+    print("ready", flush=True)
+    while True:
+        session.step({"w": g})
+"""
+
+
+def test_clients_killed_between_commits_leave_a_session_the_next_one_repairs(
+    redis_proc: RedisProc, tmp_path: Any
+) -> None:
+    """Worker processes stepping a sharded session are SIGKILLed at random moments, some
+    of them between shard 0's commit and the others'; after each, a fresh SDK client
+    steps: it repairs what the dead one left, and the shards end at one version equal
+    to a local replay of as many steps (DESIGN §3 "Repair")."""
+    import os
+    import random
+    import subprocess
+    import sys
+
+    env = {"OPTD_REDIS_URL": redis_proc.url, "OPTD_OWNERS": "redirect"}
+    server, url = start(env)
+    p0 = np.full(N, 0.5, dtype=np.float32)
+    g = np.full(N, 0.25, dtype=np.float32)
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    child_env = dict(os.environ)
+    rng = random.Random(5)
+    try:
+        with Client(url) as c:
+            session = c.create_session("adam", {"w": p0}, lr=0.01, shards=3)
+            sid = session.id
+            for _ in range(6):
+                w = subprocess.Popen(
+                    [sys.executable, str(script), url, sid],
+                    stdout=subprocess.PIPE, env=child_env, text=True,
+                )  # fmt: skip
+                assert w.stdout is not None and w.stdout.readline().strip() == "ready"
+                time.sleep(rng.uniform(0.05, 0.4))
+                w.kill()
+                w.wait()
+                w.stdout.close()
+                session.step({"w": g})  # repairs, if the kill left a step half-applied
+                versions = [s["version"] for s in session.info()["shards"]]
+                assert len(set(versions)) == 1, versions
+            version = session.version
+            got = session.params()
+    finally:
+        stop(server)
+    assert version is not None and version >= 6
+    ref = LocalOptimizer("adam", {"w": p0}, {"lr": 0.01})
+    for _ in range(version):
+        ref.step({"w": g})
+    np.testing.assert_array_equal(got["w"], ref.params["w"])
