@@ -115,3 +115,23 @@ def test_expired_sessions_give_their_quota_back(
     assert [create_code(client) for _ in range(2)] == [201, 429]  # 996, then 1032 > 1000
     time.sleep(2.2)
     assert [create_code(client) for _ in range(3)] == [201, 201, 429]  # bytes came back too
+
+
+def test_a_sharded_session_counts_its_shards_and_leaves_nothing_when_refused(
+    make_client: Callable[..., TestClient], tmp_path: Path
+) -> None:
+    """K shards + the session count K + 1 sessions (DESIGN §3 "Quotas"); a create the
+    quota refuses halfway leaves no shard behind."""
+    client = make_client(api_keys_file=keys_file(tmp_path, {"a": {"max_sessions": 4}}))
+    big = {"w": np.zeros(140_000, dtype=np.float32)}
+    r = client.post("/v1/sessions", json={"params": tensors(big), "shards": 3}, headers=bearer(A))
+    assert r.status_code == 201, r.text  # 4 sessions: the quota exactly
+    assert create_code(client) == 429
+    sid = r.json()["id"]
+    assert client.delete(f"/v1/sessions/{sid}", headers=bearer(A)).status_code == 204
+    r = client.post("/v1/sessions", json={"params": tensors(big), "shards": 4}, headers=bearer(A))
+    assert_problem(r, 429, "rate-limited")  # 5 > 4: refused at the fifth
+    # the four shards it made went with it: the quota is whole again, four more fit
+    for _ in range(4):
+        new(client, A, SMALL)
+    assert create_code(client) == 429

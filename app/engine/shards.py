@@ -124,24 +124,33 @@ async def create(
         sid = sid_for_key(idempotency[0], scope=caller.tenant or "")
         meta.create_fingerprint = idempotency[1]
     whole = state.slots["param"]
-    for s in shards:
-        part_opts = options.model_copy(
-            update={"shards": None, "shard_of": sid, "shard_index": s.index}
-        )
-        pieces = {p.name: _piece(meta.layout, whole, p) for p in s.pieces}
-        # the part is initialised from its pieces as any session is: optimizer state is
-        # per element (or per tensor piece, identical for every piece), so it equals the
-        # whole session's slice
-        part, part_state = sessions.build(txn, caller, config, part_opts, pieces)
-        part.create_fingerprint = meta.create_fingerprint
-        await sessions.store_new(
-            txn, caller, shard_id(sid, s.index), part, part_state.slots, idempotency
-        )
-    del state, whole
-    steps = np.zeros(len(meta.layout.specs), np.int64)
-    parent = SessionMeta(config, options, meta.layout, steps, {})
-    parent.tenant, parent.create_fingerprint = caller.tenant, meta.create_fingerprint
-    created = await sessions.store_new(txn, caller, sid, parent, {}, idempotency)
+    made: list[str] = []
+    try:
+        for s in shards:
+            part_opts = options.model_copy(
+                update={"shards": None, "shard_of": sid, "shard_index": s.index}
+            )
+            pieces = {p.name: _piece(meta.layout, whole, p) for p in s.pieces}
+            # the part is initialised from its pieces as any session is: optimizer state
+            # is per element (or per tensor piece, identical for every piece), so it
+            # equals the whole session's slice
+            part, part_state = sessions.build(txn, caller, config, part_opts, pieces)
+            part.create_fingerprint = meta.create_fingerprint
+            if await sessions.store_new(
+                txn, caller, shard_id(sid, s.index), part, part_state.slots, idempotency
+            ):
+                made.append(shard_id(sid, s.index))
+        steps = np.zeros(len(meta.layout.specs), np.int64)
+        parent = SessionMeta(config, options, meta.layout, steps, {})
+        parent.tenant, parent.create_fingerprint = caller.tenant, meta.create_fingerprint
+        created = await sessions.store_new(txn, caller, sid, parent, {}, idempotency)
+    except BaseException:
+        # a quota or the store refused one: the shards made here go (a retry makes them
+        # again), so nothing is left behind that no session names
+        for done in made:
+            with contextlib.suppress(Exception):
+                await sessions.delete(txn, done, caller)
+        raise
     return sid, parent, not created
 
 
