@@ -321,6 +321,11 @@ def test_patch_reaches_every_shard(client: TestClient) -> None:
         sp.step(client, info, grads_at(t))
     assert_same(read(client, plain)[1], read(client, info["id"])[1])
     assert client.get(f"/v1/sessions/{info['id']}").json()["hyperparams"]["lr"] == 0.05
+    # a bad body is refused by the session itself: no shard changed
+    r = client.patch(f"/v1/sessions/{info['id']}", json={"hyperparams": {"lr": -1.0}})
+    assert_problem(r, 422, "invalid-config")
+    for s in info["shards"]:
+        assert client.get(f"/v1/sessions/{s['id']}").json()["hyperparams"]["lr"] == 0.05
 
 
 def test_a_retried_create_finds_the_same_sharded_session(client: TestClient) -> None:

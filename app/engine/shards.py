@@ -279,14 +279,15 @@ def refuse_part(meta: SessionMeta, sid: str, what: str) -> None:
 async def patch(
     txn: Transactions, sid: str, caller: Caller, meta: SessionMeta, body: Mapping[str, Any]
 ) -> None:
-    """PATCH every shard session, then the session. Not atomic across shards: a step
-    committed between two shards' PATCH would see two configurations, so PATCH a sharded
-    session between steps (DESIGN §3)."""
+    """PATCH the session (where a bad body is refused before any shard changes), then
+    every shard session. Not atomic across shards: a step committed between two shards'
+    PATCH would see two configurations, so PATCH a sharded session between steps; one
+    refused halfway (a quota, the store) is finished by sending it again (DESIGN §3)."""
     if "ttl_s" in body:
         raise InvalidConfig("ttl_s: not yet with shards (a step does not renew the session)")
+    await sessions.patch(txn, sid, caller, body, None)
     for part in ids(sid, meta):
         await sessions.patch(txn, part, caller, body, None)
-    await sessions.patch(txn, sid, caller, body, None)
 
 
 async def delete_part(txn: Transactions, part: str, caller: Caller) -> None:
