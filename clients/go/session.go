@@ -55,7 +55,8 @@ type SessionInfo struct {
 	NumParams    int                  `json:"num_params"`
 	StateBytes   int                  `json:"state_bytes"`
 	Params       map[string]ParamInfo `json:"params"`
-	Shards       []ShardInfo          `json:"shards"` // a sharded session's shard sessions
+	Shards       []ShardInfo          `json:"shards"`           // a sharded session's shard sessions
+	Repair       *ShardRepair         `json:"repair,omitempty"` // a step of a dead client that some shards have not taken
 	CreatedAt    float64              `json:"created_at"`
 	UpdatedAt    float64              `json:"updated_at"`
 }

@@ -2,6 +2,7 @@ package optd
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"sync"
@@ -21,6 +22,17 @@ type ShardInfo struct {
 	Version int    `json:"version"`
 	// Tensors are the shard's pieces: element ranges of tensors flattened row-major.
 	Tensors []ShardPiece `json:"tensors"`
+}
+
+// ShardRepair is the session info's "repair": shard 0's last commit while some shards have
+// not taken it. Each shard at Version-1 is finished with its token Tokens[index], Sumsq,
+// Loss and Worker, and If-Match Version-1 (Step does it; DESIGN.md §3).
+type ShardRepair struct {
+	Version int               `json:"version"`
+	Tokens  []string          `json:"tokens"`
+	Sumsq   []json.RawMessage `json:"sumsq"` // verbatim ("NaN" too)
+	Loss    *float64          `json:"loss,omitempty"`
+	Worker  string            `json:"worker,omitempty"`
 }
 
 // ShardPiece is elements [Start, Stop) of the tensor Name, flattened row-major.

@@ -1,9 +1,13 @@
 package optd
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
+	"net/http"
 	"reflect"
 	"sort"
 	"sync"
@@ -11,7 +15,8 @@ import (
 )
 
 // Sharded sessions against a real `optd serve`: a session with Shards: 2 steps
-// bit-identically to an unsharded one, and its params read whole.
+// bit-identically to an unsharded one, and its params read whole; a step a dead client
+// left half-applied is repaired.
 
 const shardW = 120000 // w [3, 40000]: over 32768, so a cut falls inside it
 
@@ -223,5 +228,139 @@ func TestServerShardedNonFiniteAndConcurrent(t *testing.T) {
 		}
 		_ = sharded.Delete(ctx)
 		_ = loose.Delete(ctx)
+	})
+}
+
+func TestServerShardedRepair(t *testing.T) {
+	forStores(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		c := NewClient(url)
+		x := xorshift(13)
+		const n = 100000 // over 2 * 32768: three shards
+		vec := func() Tensors {
+			w := make([]float32, n)
+			for i := range w {
+				w[i] = x.next()
+			}
+			return Tensors{"w": NewTensor(w, n)}
+		}
+		req := CreateRequest{Optimizer: "adam", Hyperparams: map[string]any{"lr": 0.01}, Params: vec(), MaxGradNorm: Ptr(50.0)}
+		plain, err := c.CreateSession(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Shards = 3
+		sharded, err := c.CreateSession(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g1, g2, g3 := vec(), vec(), vec()
+		for _, s := range []*Session{plain, sharded} {
+			if _, err := s.Step(ctx, g1, StepOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// the dead client, in raw HTTP: prepares every shard with g2, commits shards 0 and 2
+		raw := func(method, path string, body any, header map[string]string, out any) int {
+			t.Helper()
+			var b []byte
+			if body != nil {
+				var err error
+				if b, err = json.Marshal(body); err != nil {
+					t.Fatal(err)
+				}
+			}
+			hr, err := http.NewRequest(method, url+path, bytes.NewReader(b))
+			if err != nil {
+				t.Fatal(err)
+			}
+			hr.Header.Set("Content-Type", "application/json")
+			hr.Header.Set("Accept", "application/json")
+			for k, v := range header {
+				hr.Header.Set(k, v)
+			}
+			r, err := http.DefaultClient.Do(hr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Body.Close()
+			if err := json.NewDecoder(r.Body).Decode(out); err != nil {
+				t.Fatal(err)
+			}
+			return r.StatusCode
+		}
+		var info struct {
+			Shards []ShardInfo  `json:"shards"`
+			Repair *ShardRepair `json:"repair"`
+		}
+		if raw("GET", "/v1/sessions/"+sharded.ID, nil, nil, &info) != 200 || len(info.Shards) != 3 {
+			t.Fatal(info)
+		}
+		var sumsq []json.RawMessage
+		tokens := make([]string, 3)
+		for k, sh := range info.Shards {
+			p := sh.Tensors[0]
+			data := make([]float64, 0, p.Stop-p.Start) // float32 values, exactly
+			for _, v := range g2["w"].Data[p.Start:p.Stop] {
+				data = append(data, float64(v))
+			}
+			grads := map[string]any{"w": map[string]any{"shape": []int{p.Stop - p.Start}, "dtype": "float32", "data": data}}
+			var got prepared
+			if st := raw("POST", "/v1/sessions/"+sh.ID+"/prepare", map[string]any{"grads": grads}, nil, &got); st != 200 || got.Version != 1 {
+				t.Fatal(st, got)
+			}
+			sumsq, tokens[k] = append(sumsq, got.Sumsq...), got.Prepared
+		}
+		commit := func(k int, extra map[string]any) int {
+			doc := map[string]any{"prepared": tokens[k], "sumsq": sumsq}
+			for key, v := range extra {
+				doc[key] = v
+			}
+			var out map[string]any
+			return raw("POST", "/v1/sessions/"+info.Shards[k].ID+"/step", doc,
+				map[string]string{"If-Match": `"1"`, "Idempotency-Key": fmt.Sprint("dead-", k)}, &out)
+		}
+		if st := commit(0, map[string]any{"tokens": tokens, "loss": 1.5}); st != 200 {
+			t.Fatal(st)
+		}
+		if st := commit(2, nil); st != 200 {
+			t.Fatal(st)
+		}
+		info.Repair = nil
+		if raw("GET", "/v1/sessions/"+sharded.ID, nil, nil, &info); info.Repair == nil || info.Repair.Version != 2 ||
+			info.Shards[0].Version != 2 || info.Shards[1].Version != 1 || info.Shards[2].Version != 2 {
+			t.Fatal(info.Shards, info.Repair)
+		}
+		// the SDK's next step finishes the dead client's step on shard 1, then takes its own
+		b, err := sharded.Step(ctx, g3, StepOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := plain.Step(ctx, g2, StepOptions{Loss: Ptr(1.5)}); err != nil {
+			t.Fatal(err)
+		}
+		a, err := plain.Step(ctx, g3, StepOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Version != 3 || b.Version != a.Version || b.Step != a.Step || b.LR != a.LR || b.GradNorm != a.GradNorm {
+			t.Fatalf("%+v vs %+v", b, a)
+		}
+		sameTensors(t, "step", b.Params, a.Params)
+		pa, err := plain.Params(ctx, ParamsOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pb, err := sharded.Params(ctx, ParamsOptions{})
+		if err != nil || pb.Version != 3 {
+			t.Fatal(pb, err)
+		}
+		sameTensors(t, "params", pb.Params, pa.Params)
+		done, err := sharded.Info(ctx)
+		if err != nil || done.Repair != nil || done.Shards[0].Version != 3 || done.Shards[1].Version != 3 || done.Shards[2].Version != 3 {
+			t.Fatal(done, err)
+		}
+		_ = sharded.Delete(ctx)
+		_ = plain.Delete(ctx)
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -66,11 +67,13 @@ type fakeShards struct {
 	tokens   map[string][]float64
 	replies  map[string][]byte
 	log      []string
-	diverge  int // shard 1 answers a prepare one version behind, this many times
-	conflict int // shard 0's commit: another client took v + 1 first
-	expire   int // shard 1's commit: prepare-expired
-	cut      int // shard 1's commit: the connection is cut (not applied)
-	bump     int // shard 1's commit: another client's commit landed first
+	diverge  int              // shard 1 answers a prepare one version behind, this many times
+	conflict int              // shard 0's commit: another client took v + 1 first
+	expire   int              // shard 1's commit: prepare-expired
+	cut      int              // shard 1's commit: the connection is cut (not applied)
+	bump     int              // shard 1's commit: another client's commit landed first
+	repair   map[string]any   // the session info's repair
+	commits  []map[string]any // the bodies of the shards' commits
 	n        int
 }
 
@@ -97,8 +100,15 @@ func (f *fakeShards) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		shards := append([]ShardInfo(nil), testLayout.shards...)
-		reply(200, map[string]any{"id": "x", "version": f.versions[1], "shards": shards,
-			"params": map[string]any{"w": map[string]any{"shape": []int{3, 4}}, "b": map[string]any{"shape": []int{}}}})
+		for k := range shards {
+			shards[k].Version = f.versions[k]
+		}
+		doc := map[string]any{"id": "x", "version": f.versions[1], "shards": shards,
+			"params": map[string]any{"w": map[string]any{"shape": []int{3, 4}}, "b": map[string]any{"shape": []int{}}}}
+		if f.repair != nil {
+			doc["repair"] = f.repair
+		}
+		reply(200, doc)
 		return
 	}
 	k, _ := strconv.Atoi(strings.TrimPrefix(sid, "x-s"))
@@ -107,7 +117,8 @@ func (f *fakeShards) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Prepared string                              `json:"prepared"`
 		Sumsq    []any                               `json:"sumsq"`
 	}
-	_ = json.NewDecoder(r.Body).Decode(&body)
+	raw, _ := io.ReadAll(r.Body)
+	_ = json.Unmarshal(raw, &body)
 	if tail == "prepare" {
 		var g []float64
 		for _, name := range []string{"w", "b"} {
@@ -128,6 +139,9 @@ func (f *fakeShards) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		reply(200, map[string]any{"prepared": token, "version": v, "sumsq": sumsq})
 		return
 	}
+	commit := map[string]any{"shard": k}
+	_ = json.Unmarshal(raw, &commit)
+	f.commits = append(f.commits, commit)
 	key := r.Header.Get("Idempotency-Key")
 	if b, ok := f.replies[key]; ok {
 		w.Header().Set("Content-Type", "application/json")
@@ -228,6 +242,11 @@ func TestShardedStepFake(t *testing.T) {
 			t.Fatalf("w[%d] = %v, want %v", i, v, want)
 		}
 	}
+	// shard 0's commit carries every shard's token (what repairs the step), the others not
+	if c := f.commits; len(c) != 2 || c[0]["shard"] != 0 || c[1]["shard"] != 1 || c[1]["tokens"] != nil ||
+		fmt.Sprint(c[0]["tokens"]) != fmt.Sprint([]any{c[0]["prepared"], c[1]["prepared"]}) {
+		t.Fatal(c)
+	}
 	// versions differ twice, a 412 from shard 0, a prepare-expired from shard 1
 	f.set(func() { f.log, f.diverge, f.conflict, f.expire = nil, 2, 1, 1 })
 	if r, err = s.Step(ctx, testGrads(), StepOptions{}); err != nil || r.Version != 3 || f.vs() != [2]int{3, 3} {
@@ -277,5 +296,40 @@ func TestShardedStepHalfApplied(t *testing.T) {
 	}
 	if _, _, p := s.shards.get(); p != nil {
 		t.Fatal("still pending")
+	}
+}
+
+func TestShardedStepRepair(t *testing.T) {
+	ctx := context.Background()
+	f, s := newFake(t, 5)
+	if _, err := s.Info(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// a dead client's step of version 1: prepared on both shards, committed on shard 0 only
+	f.set(func() {
+		f.versions[0] = 1
+		f.tokens["d0"], f.tokens["d1"] = make([]float64, 5), []float64{1, 1, 1, 1, 1, 1, 1, 1}
+		f.repair = map[string]any{"version": 1, "tokens": []string{"d0", "d1"}, "sumsq": []any{5, "NaN", 8}, "loss": 2}
+	})
+	r, err := s.Step(ctx, testGrads(), StepOptions{})
+	if err != nil || r.Version != 2 || f.vs() != [2]int{2, 2} {
+		t.Fatal(r, err, f.vs())
+	}
+	f.set(func() {
+		c := f.commits
+		if len(c) != 3 || fmt.Sprint(c[0]) != "map[loss:2 prepared:d1 shard:1 sumsq:[5 NaN 8]]" || c[1]["shard"] != 0 {
+			t.Error(c) // the repair, then this step
+		}
+		if w := f.params[1][0]; w != 6-float32(0.1)-float32(0.1*6) {
+			t.Error(w) // the dead client's gradient, then this step's
+		}
+		// a part that is gone: the step cannot be finished
+		f.versions[0] = 3
+		f.repair = map[string]any{"version": 3, "tokens": []string{"gone0", "gone1"}, "sumsq": []any{5, "NaN", 8}}
+	})
+	_, err = s.Step(ctx, testGrads(), StepOptions{})
+	if !errors.Is(err, ErrShardsDiverged) || !strings.Contains(err.Error(), "cannot be finished") ||
+		!strings.Contains(err.Error(), "checkpoints") || f.vs() != [2]int{3, 2} {
+		t.Fatal(err, f.vs())
 	}
 }

@@ -98,15 +98,89 @@ func firstErr(errs []error) error {
 	return nil
 }
 
+// repairAfter is how long the shards' versions stay apart before a step looks for a
+// repair (the step's own client may still be committing), and then between looks.
+const repairAfter = 500 * time.Millisecond
+
+// sessionOf is the session "{id}" of a layout: its shards are "{id}-s{k}" (DESIGN.md §3).
+func sessionOf(l *shardLayout) string {
+	return strings.TrimSuffix(l.shards[0].ID, "-s0")
+}
+
+// repairShards finishes a step a dead client left half-applied, if the session info says
+// there is one (Repair): it commits every shard still at Repair.Version-1 with that
+// step's token. A 412 there means another client finished it; prepare-expired means it
+// cannot be finished (ErrShardsDiverged).
+func (c *Client) repairShards(ctx context.Context, l *shardLayout) error {
+	var info SessionInfo
+	if err := c.doJSON(ctx, request{method: "GET", path: "/v1/sessions/" + url.PathEscape(sessionOf(l))}, &info); err != nil {
+		return err
+	}
+	r := info.Repair
+	if r == nil {
+		return nil
+	}
+	var behind []ShardInfo
+	for _, sh := range info.Shards {
+		if sh.Version == r.Version-1 && sh.Index >= 0 && sh.Index < len(r.Tokens) {
+			behind = append(behind, sh)
+		}
+	}
+	ks := make([]int, len(behind))
+	for i := range ks {
+		ks[i] = i
+	}
+	v := r.Version - 1
+	errs := parallel(ks, func(i int) error {
+		sh := behind[i]
+		doc := map[string]any{"prepared": r.Tokens[sh.Index], "sumsq": r.Sumsq}
+		if r.Loss != nil {
+			doc["loss"] = *r.Loss
+		}
+		if r.Worker != "" {
+			doc["worker"] = r.Worker
+		}
+		body, err := json.Marshal(doc)
+		if err != nil {
+			return err
+		}
+		header := ifMatch(&v)
+		header["Idempotency-Key"] = newKey()
+		header["Prefer"] = "return=minimal"
+		_, err = c.send(ctx, request{method: "POST", path: shardPath(sh, "/step"), body: body, contentType: mediaJSON, header: header})
+		return err
+	})
+	for i, err := range errs {
+		var prob *Problem
+		if errors.As(err, &prob) && prob.Type == problemPrepareExpired {
+			return fmt.Errorf("%w: shard %s is at version %d and the part of the step of version %d that another client "+
+				"left half-applied is gone (%v): that step cannot be finished; restore the shards from checkpoints (DESIGN.md §3)",
+				ErrShardsDiverged, behind[i].ID, v, r.Version, err)
+		}
+	}
+	for _, err := range errs {
+		if err != nil && !IsSlug(err, SlugPreconditionFailed) { // 412: another client repaired it
+			return err
+		}
+	}
+	return nil
+}
+
 // prepareAll prepares every shard; while their versions differ it waits a little and
-// prepares the ones behind again (up to DivergenceWait, then ErrShardsDiverged).
+// prepares the ones behind again (up to DivergenceWait, then ErrShardsDiverged). From half
+// a second on, a step another client left half-applied is finished first (repairShards).
 func (c *Client) prepareAll(ctx context.Context, l *shardLayout, bodies [][]byte) ([]*prepared, error) {
 	got := make([]*prepared, len(l.shards))
 	todo := make([]int, len(l.shards))
 	for k := range todo {
 		todo[k] = k
 	}
-	deadline := time.Now().Add(DivergenceWait)
+	start := time.Now()
+	deadline := start.Add(DivergenceWait)
+	repairAt := start.Add(repairAfter)
+	if DivergenceWait < repairAfter {
+		repairAt = deadline
+	}
 	for i := 0; ; i++ {
 		if err := firstErr(parallel(todo, func(k int) (err error) {
 			got[k], err = c.prepareShard(ctx, l.shards[k], bodies[k])
@@ -129,7 +203,15 @@ func (c *Client) prepareAll(ctx context.Context, l *shardLayout, bodies [][]byte
 		if len(todo) == 0 {
 			return got, nil
 		}
-		if time.Now().After(deadline) {
+		now := time.Now()
+		if !now.Before(repairAt) {
+			if err := c.repairShards(ctx, l); err != nil {
+				return nil, err
+			}
+			repairAt = time.Now().Add(repairAfter)
+			continue // then prepare the shards behind again
+		}
+		if now.After(deadline) {
 			named := make([]string, len(got))
 			for k, p := range got {
 				named[k] = fmt.Sprintf("%s at %d", l.shards[k].ID, p.Version)
@@ -140,6 +222,9 @@ func (c *Client) prepareAll(ctx context.Context, l *shardLayout, bodies [][]byte
 		d := 10 * time.Millisecond << i
 		if d > 500*time.Millisecond || i > 10 {
 			d = 500 * time.Millisecond
+		}
+		if rest := repairAt.Sub(now); rest < d {
+			d = rest
 		}
 		if err := sleepCtx(ctx, d); err != nil {
 			return nil, err
@@ -153,6 +238,11 @@ func (c *Client) commitShard(ctx context.Context, l *shardLayout, p *pendingComm
 	o := p.opts
 	for expired := 0; ; expired++ {
 		doc := map[string]any{"prepared": p.tokens[k], "sumsq": p.sumsq}
+		if k == 0 {
+			// shard 0 keeps every shard's token: what finishes this step if this client dies
+			// before the other commits (another shard's token prepared again later is its own)
+			doc["tokens"] = append([]string(nil), p.tokens...)
+		}
 		if o.Loss != nil {
 			doc["loss"] = *o.Loss
 		}

@@ -21,6 +21,15 @@ export interface ShardInfo {
         stop: number;
     }[];
 }
+/** The session info's `repair`: shard 0's last commit, while some shards have not taken it
+ * (its client died between commits). Commit each shard at `version - 1` with its token. */
+export interface ShardRepair {
+    version: number;
+    tokens: string[];
+    sumsq: unknown[];
+    loss?: number;
+    worker?: string;
+}
 /** What a sharded step needs to know: the shards and every tensor's full shape. */
 export interface ShardLayout {
     shards: ShardInfo[];

@@ -83,23 +83,79 @@ async function prepare(c, shard, body) {
         throw new TypeError(`malformed prepare answer from shard ${shard.id}`);
     return { ...doc, sumsq: Array.isArray(doc.sumsq) ? doc.sumsq : [] };
 }
+/** How long the versions stay apart before a step looks for a repair (the step's own
+ * client may still be committing), and then between looks. */
+const REPAIR_AFTER_MS = 500;
+/** The session `{id}` of a layout: its shards are `{id}-s{k}` (DESIGN §3). */
+const sessionOf = (layout) => layout.shards[0].id.replace(/-s0$/, "");
+/**
+ * Finish a step a dead client left half-applied, if the session info says there is one
+ * (`repair`): commit every shard still at `repair.version - 1` with that step's token.
+ * A 412 there means another client finished it; `prepare-expired` means it cannot be
+ * finished (ShardsDivergedError).
+ */
+async function repair(c, layout) {
+    const info = (await c.json({
+        method: "GET",
+        path: `/v1/sessions/${encodeURIComponent(sessionOf(layout))}`,
+    }));
+    const r = info?.repair;
+    if (!r || !Number.isSafeInteger(r.version) || !Array.isArray(r.tokens) || !Array.isArray(info.shards))
+        return;
+    const behind = info.shards.filter((s) => s.version === r.version - 1 && typeof r.tokens[s.index] === "string");
+    const outcomes = await Promise.allSettled(behind.map((shard) => {
+        const body = { prepared: r.tokens[shard.index], sumsq: r.sumsq };
+        if (r.loss !== undefined && r.loss !== null)
+            body.loss = r.loss;
+        if (r.worker !== undefined && r.worker !== null)
+            body.worker = r.worker;
+        return c.http.send({
+            method: "POST",
+            path: shardPath(shard, "/step"),
+            body: JSON.stringify(body),
+            contentType: "application/json",
+            headers: { "if-match": `"${r.version - 1}"`, "idempotency-key": newKey(), prefer: "return=minimal" },
+        });
+    }));
+    const failed = outcomes.flatMap((o, j) => o.status === "rejected" && !(o.reason instanceof PreconditionFailedError) // 412: repaired by another
+        ? [{ shard: behind[j], e: o.reason }]
+        : []);
+    const gone = failed.find((f) => f.e instanceof OptdError && f.e.type === PREPARE_EXPIRED);
+    if (gone !== undefined) {
+        const { shard, e } = gone;
+        throw new ShardsDivergedError(`shard ${shard.id} is at version ${r.version - 1} and the part of the step of version ${r.version} ` +
+            "that another client left half-applied is gone (prepare-expired): that step cannot be finished; " +
+            "restore the shards from checkpoints (DESIGN §3)", { status: 409, problem: { version: r.version, shard: shard.id }, cause: e });
+    }
+    if (failed.length)
+        throw failed[0].e;
+}
 /** Prepare every shard; while their versions differ, wait a little and prepare the ones
- * behind again (up to `shardWaitMs`, then ShardsDivergedError). */
+ * behind again (up to `shardWaitMs`, then ShardsDivergedError). From half a second on,
+ * a step another client left half-applied is finished first (`repair`). */
 async function prepareAll(c, layout, bodies) {
     const every = layout.shards.map((_, k) => k);
     const got = await Promise.all(every.map((k) => prepare(c, layout.shards[k], bodies[k])));
-    const deadline = Date.now() + c.shardWaitMs;
+    const start = Date.now();
+    const deadline = start + c.shardWaitMs;
+    let repairAt = start + Math.min(REPAIR_AFTER_MS, c.shardWaitMs);
     for (let i = 0;; i++) {
         const versions = got.map((p) => p.version);
         const top = Math.max(...versions);
         if (versions.every((v) => v === top))
             return got;
-        if (Date.now() >= deadline) {
+        const now = Date.now();
+        if (now >= repairAt) {
+            await repair(c, layout); // then prepare the shards behind again
+            repairAt = Date.now() + REPAIR_AFTER_MS;
+        }
+        else if (now >= deadline) {
             const named = layout.shards.map((s, k) => `${s.id} at ${versions[k]}`).join(", ");
             throw new ShardsDivergedError(`the shards' versions differ for ${c.shardWaitMs} ms (${named}): a step of another client is ` +
                 "half-applied (restore the shards from checkpoints if it died; DESIGN §3)", { problem: { versions } });
         }
-        await sleep(Math.min(500, 10 * 2 ** i));
+        else
+            await sleep(Math.min(500, 10 * 2 ** i, repairAt - now));
         const behind = every.filter((k) => versions[k] < top);
         const again = await Promise.all(behind.map((k) => prepare(c, layout.shards[k], bodies[k])));
         behind.forEach((k, j) => (got[k] = again[j]));
@@ -111,6 +167,10 @@ async function commit(c, layout, p, k) {
     const o = p.options;
     for (let expired = 0;; expired++) {
         const body = { prepared: p.tokens[k], sumsq: p.sumsq };
+        // shard 0 keeps every shard's token: what finishes this step if this client dies
+        // before the other commits (another shard's token prepared again later is its own)
+        if (k === 0)
+            body.tokens = [...p.tokens];
         if (o.loss !== undefined)
             body.loss = o.loss;
         if (p.worker !== undefined)

@@ -1,6 +1,6 @@
 /** Request and response shapes of the optd API (field names are the server's JSON names). */
 import type { GradDtype, ParamsDtype } from "./compress.js";
-import type { ShardInfo } from "./shards.js";
+import type { ShardInfo, ShardRepair } from "./shards.js";
 import type { Tensor, TensorInputs, Tensors } from "./tensors.js";
 export type Wire = "safetensors" | "json";
 export interface ClientOptions {
@@ -78,6 +78,9 @@ export interface SessionInfo {
     labels: Record<string, string>;
     /** A sharded session's shard sessions, in shard order. */
     shards?: ShardInfo[] | null;
+    /** A sharded session whose last step some shards have not taken (its client died
+     * between commits): what finishes it (DESIGN §3). */
+    repair?: ShardRepair | null;
     created_at: number;
     updated_at: number;
     [field: string]: unknown;

@@ -5,7 +5,7 @@
 
 export { OptdClient, SAFETENSORS, VERSION, newKey } from "./client.js";
 export { Session, checkpointSlot } from "./session.js";
-export { type ShardInfo, type ShardLayout, assembleParts, layoutOf, splitGrads } from "./shards.js";
+export { type ShardInfo, type ShardLayout, type ShardRepair, assembleParts, layoutOf, splitGrads } from "./shards.js";
 export { type Reply, type RetryPolicy, retryDelay } from "./http.js";
 export { SafetensorsError, type Decoded, decodeSafetensors, encodeSafetensors } from "./safetensors.js";
 export { decodeJSONTensor, decodeJSONTensors, jsonBody, tensorJSON } from "./jsonwire.js";

@@ -1,5 +1,6 @@
 /** Sharded sessions against a real `optd serve` (embedded store and a private Redis): a
- * session with shards: 2 steps bit-identically to an unsharded one. */
+ * session with shards: 2 steps bit-identically to an unsharded one; a step a dead client left
+ * half-applied is repaired. */
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -131,6 +132,79 @@ for (const store of ["memory", "redis"] as const) {
       );
       assert.equal(loose.pending, undefined);
       await Promise.all([sharded.delete(), plain.delete(), loose.delete()]);
+    });
+
+    test("a step a dead client left half-applied is repaired by the next step of another", async () => {
+      const c = client();
+      const url = servers[store]!.url;
+      const rnd = noise(13);
+      const N = 100_000; // over 2 * 32768: three shards
+      const vec = (scale: number) => ({
+        w: tensor(
+          Float32Array.from({ length: N }, () => rnd() * scale),
+          [N],
+        ),
+      });
+      const config = { optimizer: "adam", lr: 0.01, max_grad_norm: 50, params: vec(1) };
+      const plain = await c.createSession(config);
+      const sharded = await c.createSession({ ...config, shards: 3 });
+      const [g1, g2, g3] = [vec(1), vec(1), vec(1)];
+      await plain.step(g1);
+      await sharded.step(g1);
+      // the dead client, in raw HTTP: prepares every shard with g2, commits shards 0 and 2
+      const raw = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
+        const r = await fetch(url + path, {
+          method,
+          headers: { "content-type": "application/json", accept: "application/json", ...headers },
+          body: body === undefined ? undefined : JSON.stringify(body),
+        });
+        return { status: r.status, doc: (await r.json()) as any };
+      };
+      const info = (await raw("GET", `/v1/sessions/${sharded.id}`)).doc;
+      const shards = info.shards as { id: string; tensors: { name: string; start: number; stop: number }[] }[];
+      assert.equal(shards.length, 3);
+      const prepared = await Promise.all(
+        shards.map(async (s) => {
+          const [{ start, stop }] = s.tensors;
+          const data = Array.from(g2.w.data.subarray(start, stop));
+          const grads = { w: { shape: [stop - start], dtype: "float32", data } };
+          const r = await raw("POST", `/v1/sessions/${s.id}/prepare`, { grads });
+          assert.equal(r.status, 200, JSON.stringify(r.doc));
+          return r.doc as { prepared: string; version: number; sumsq: unknown[] };
+        }),
+      );
+      const sumsq = prepared.flatMap((p) => p.sumsq);
+      const tokens = prepared.map((p) => p.prepared);
+      const commit = (k: number, extra: Record<string, unknown> = {}) =>
+        raw(
+          "POST",
+          `/v1/sessions/${shards[k]!.id}/step`,
+          { prepared: tokens[k], sumsq, ...extra },
+          { "if-match": '"1"', "idempotency-key": `dead-${k}-${store}` },
+        );
+      assert.equal((await commit(0, { tokens, loss: 1.5 })).status, 200);
+      assert.equal((await commit(2)).status, 200);
+      const half = (await raw("GET", `/v1/sessions/${sharded.id}`)).doc;
+      assert.deepEqual(
+        half.shards.map((s: { version: number }) => s.version),
+        [2, 1, 2],
+      );
+      assert.equal(half.repair.version, 2);
+      // the SDK's next step finishes the dead client's step on shard 1, then takes its own
+      const b = await sharded.step(g3);
+      await plain.step(g2, { loss: 1.5 });
+      const a = await plain.step(g3);
+      assert.deepEqual([b.version, b.step, b.lr, b.gradNorm], [a.version, a.step, a.lr, a.gradNorm]);
+      assert.deepEqual(bits(b.params.w!), bits(a.params.w!));
+      const [pa, pb] = await Promise.all([plain.params(), sharded.params()]);
+      assert.deepEqual(bits(pb.params.w!), bits(pa.params.w!));
+      const done = await sharded.info();
+      assert.deepEqual(
+        done.shards!.map((s) => s.version),
+        [3, 3, 3],
+      );
+      assert.equal(done.repair ?? undefined, undefined);
+      await Promise.all([sharded.delete(), plain.delete()]);
     });
 
     test("a subset of the gradients, onlyUpdated, a stale If-Match", async () => {

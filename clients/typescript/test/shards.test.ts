@@ -66,6 +66,8 @@ function fakeServer() {
   const log: string[] = [];
   const replies = new Map<string, string>();
   const faults = { diverge: 0, conflict0: 0, expire1: 0, cut1: 0, bump1: 0, owner: false };
+  const commits: Record<string, unknown>[] = []; // the bodies of the shards' commits
+  const state: { repair?: Record<string, unknown> } = {}; // the session info's repair
   let n = 0;
   const json = (doc: unknown, status = 200, type = "application/json") =>
     new Response(JSON.stringify(doc), { status, headers: { "content-type": type } });
@@ -76,6 +78,7 @@ function fakeServer() {
     version: Math.min(...versions),
     params: { w: { shape: [3, 4], step: 0 }, b: { shape: [], step: 0 } },
     shards: LAYOUT.shards.map((s, k) => ({ ...s, version: versions[k] })),
+    ...(state.repair ? { repair: state.repair } : {}),
   });
   const fetchImpl = (async (input: RequestInfo | URL, init?: RequestInit) => {
     const url = new URL(String(input));
@@ -100,6 +103,7 @@ function fakeServer() {
       return json({ prepared: token, version, sumsq });
     }
     // commit
+    commits.push({ shard: k, ...body });
     const key = h.get("idempotency-key")!;
     if (replies.has(key)) return json(JSON.parse(replies.get(key)!));
     if (k === 0 && faults.conflict0 > 0 && faults.conflict0--) {
@@ -128,7 +132,7 @@ function fakeServer() {
     if (k === 1 && faults.cut1 > 0 && faults.cut1--) throw new TypeError("fetch failed"); // applied, answer lost
     return json(doc);
   }) as typeof fetch;
-  return { fetch: fetchImpl, log, faults, versions, params };
+  return { fetch: fetchImpl, log, faults, versions, params, commits, state };
 }
 
 const client = (fetchImpl: typeof fetch, retries = 5) =>
@@ -145,6 +149,14 @@ test("a sharded step: prepare both, commit shard 0 first, assemble", async () =>
   const want = Array.from({ length: 12 }, (_, i) => Math.fround(Math.fround(i + 1) - Math.fround(0.1 * (i + 1))));
   assert.deepEqual(Array.from(r.params.w!.data), want);
   assert.deepEqual(r.params.b!.shape, []);
+  // shard 0's commit carries every shard's token (what repairs the step), the others not
+  assert.deepEqual(
+    srv.commits.map((b) => [b.shard, b.prepared, b.tokens]),
+    [
+      [0, "t0", ["t0", "t1"]],
+      [1, "t1", undefined],
+    ],
+  );
   srv.log.length = 0;
   await s.step(grads());
   assert.equal(srv.log[0], "POST x-s0/prepare"); // the layout is remembered
@@ -206,4 +218,40 @@ test("shards that never agree, a shard that refuses the version after shard 0: S
   );
   assert.deepEqual(srv.versions, [6, 6]);
   assert.equal(s.pending, undefined);
+});
+
+test("a step another client left half-applied: repaired from the session info, or ShardsDivergedError", async () => {
+  const srv = fakeServer();
+  const s = client(srv.fetch).session("x");
+  await s.info();
+  // the dead client's step of version 1: prepared on both shards, committed on shard 0 only
+  const prep = (k: number) =>
+    srv
+      .fetch(`http://optd.test/v1/sessions/x-s${k}/prepare`, {
+        method: "POST",
+        body: JSON.stringify({ grads: { w: { shape: [1], data: [k + 1] } } }),
+      })
+      .then((r) => r.json() as Promise<{ prepared: string; sumsq: unknown[] }>);
+  const [a, b] = [await prep(0), await prep(1)];
+  const sumsq = [...a.sumsq, ...b.sumsq];
+  srv.versions[0] = 1;
+  srv.state.repair = { version: 1, tokens: [a.prepared, b.prepared], sumsq, loss: 2 };
+  srv.commits.length = 0;
+  const r = await s.step(grads());
+  assert.equal(r.version, 2);
+  assert.deepEqual(srv.versions, [2, 2]);
+  assert.deepEqual(srv.commits[0], { shard: 1, prepared: b.prepared, sumsq, loss: 2 }); // the repair
+  assert.deepEqual(
+    srv.commits.slice(1).map((c) => c.shard),
+    [0, 1],
+  );
+  // a part that is gone: the step cannot be finished
+  srv.versions[0] = 3;
+  srv.state.repair = { version: 3, tokens: ["gone0", "gone1"], sumsq: [1, "NaN", 2] };
+  await assert.rejects(
+    s.step(grads()),
+    (e: unknown) =>
+      e instanceof ShardsDivergedError && /cannot be finished/.test(e.message) && /checkpoints/.test(e.message),
+  );
+  assert.deepEqual(srv.versions, [3, 2]);
 });
